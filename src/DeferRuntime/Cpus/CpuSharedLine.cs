@@ -1,0 +1,38 @@
+using System.Runtime.InteropServices;
+using DeferRuntime.Tasklets;
+
+namespace DeferRuntime.Cpus;
+
+/// <summary>
+/// The words of one CPU that other threads write: raisers, IPI senders, tasklet producers and kickers.
+/// They share one cache line on purpose (a producer touches a list head, the pending mask and the idle
+/// state in one go); 64 bytes of padding on each side keep other CPUs' lines and this CPU's private
+/// counters away from it.
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = 208)]
+internal struct CpuSharedLine
+{
+    /// <summary>A: softirq pending mask; any thread ORs a bit in, the bh-gate holder swaps it to 0.</summary>
+    [FieldOffset(64)] public int SoftirqPending;
+
+    /// <summary>A: <see cref="VirtualCpu.Running"/> or <see cref="VirtualCpu.Parked"/>; cpu/N parks, kickers CAS back.</summary>
+    [FieldOffset(68)] public int IdleState;
+
+    /// <summary>A: pending hard-IRQ vectors 0-255, four words; any thread ORs, cpu/N swaps each word to 0.</summary>
+    [FieldOffset(72)] public long IrqPending0;
+    [FieldOffset(80)] public long IrqPending1;
+    [FieldOffset(88)] public long IrqPending2;
+    [FieldOffset(96)] public long IrqPending3;
+
+    /// <summary>A: callers from threads of no CPU in flight toward this CPU (rundown protection for shutdown).</summary>
+    [FieldOffset(104)] public int ForeignInFlight;
+
+    /// <summary>A: tasklet_vec: normal tasklets, pushed by any thread, taken by the bh-gate holder.</summary>
+    [FieldOffset(112)] public Tasklet? TaskletHead;
+
+    /// <summary>A: tasklet_hi_vec.</summary>
+    [FieldOffset(120)] public Tasklet? HiTaskletHead;
+
+    /// <summary>A: call_single_queue: IPI function calls, pushed by any thread, taken by cpu/N in hard-IRQ context.</summary>
+    [FieldOffset(128)] public CallSingleData? CallHead;
+}

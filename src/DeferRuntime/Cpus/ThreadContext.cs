@@ -1,0 +1,53 @@
+using System.Runtime.CompilerServices;
+
+namespace DeferRuntime.Cpus;
+
+/// <summary>
+/// Per-thread execution context of a thread bound to a virtual CPU: the kernel's current task's
+/// preempt_count plus "this thread holds CPU N's irq gate". Threads that belong to no CPU have none.
+/// </summary>
+/// <remarks>Every field is written only by the thread that owns the context.</remarks>
+internal sealed class ThreadContext
+{
+    [ThreadStatic]
+    private static ThreadContext? t_current;
+
+    public ThreadContext(VirtualCpu cpu, ThreadRole role)
+    {
+        Cpu = cpu;
+        Role = role;
+    }
+
+    /// <summary>The CPU this thread is bound to.</summary>
+    public VirtualCpu Cpu { get; }
+
+    /// <summary>What the thread is.</summary>
+    public ThreadRole Role { get; }
+
+    /// <summary>preempt_count(): see <see cref="PreemptCount"/> for the layout.</summary>
+    public int PreemptCount;
+
+    /// <summary>True while this thread holds its CPU's irq gate (local interrupts disabled).</summary>
+    public bool IrqsOff;
+
+    /// <summary>The context of the calling thread, or null if it is bound to no CPU.</summary>
+    public static ThreadContext? Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_current;
+    }
+
+    /// <summary>Binds the calling thread: called once at the top of every runtime-owned thread.</summary>
+    public static void Attach(ThreadContext context) => t_current = context;
+
+    /// <summary>Unbinds the calling thread when it exits.</summary>
+    public static void Detach() => t_current = null;
+
+    public bool InHardirq => (PreemptCount & Cpus.PreemptCount.HardirqMask) != 0;
+    public bool InServingSoftirq => (PreemptCount & Cpus.PreemptCount.SoftirqOffset) != 0;
+    public bool InSoftirqOrBhDisabled => (PreemptCount & Cpus.PreemptCount.SoftirqMask) != 0;
+    public bool InInterrupt => (PreemptCount & (Cpus.PreemptCount.HardirqMask | Cpus.PreemptCount.SoftirqMask)) != 0;
+    public bool IsCpuThread => Role == ThreadRole.Cpu;
+
+    public string Describe() => $"{Thread.CurrentThread.Name ?? "thread"} (preempt_count=0x{PreemptCount:x}, irqs {(IrqsOff ? "disabled" : "enabled")})";
+}

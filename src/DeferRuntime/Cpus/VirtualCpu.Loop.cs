@@ -1,0 +1,295 @@
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using DeferRuntime.Softirqs;
+
+namespace DeferRuntime.Cpus;
+
+// The cpu/N thread: take pending hard IRQs with the irq gate held, run softirqs on irq exit, idle.
+public sealed partial class VirtualCpu
+{
+    private void CpuThreadMain(CountdownEvent booted)
+    {
+        var ctx = _cpuContext;
+        ThreadContext.Attach(ctx);
+        try
+        {
+            PlaceCurrentThread(ThreadRole.Cpu);
+        }
+        finally
+        {
+            booted.Signal();
+        }
+
+        try
+        {
+            while (!_exit && !Runtime.IsPanicked)
+            {
+                if (!RunPending(ctx))
+                {
+                    Idle();
+                }
+            }
+        }
+        finally
+        {
+            ThreadContext.Detach();
+        }
+    }
+
+    /// <summary>One pass of cpu/N: hard IRQs (with irq exit), else softirqs raised from elsewhere.</summary>
+    private bool RunPending(ThreadContext ctx)
+    {
+        if (AnyIrqPending() && DoHardIrq(ctx))
+        {
+            return true;
+        }
+        // A remote raise or a kick after a gate release: run softirqs as irq exit would.
+        return SoftirqEngine.InvokeOnIrqExit(this, ctx);
+    }
+
+    /// <summary>
+    /// Work cpu/N itself can do now. Pending work behind a gate held by another thread of this CPU does
+    /// not count: the holder's release delivers it (interrupts) or runs it (softirqs), so cpu/N parks
+    /// instead of spinning on a lower-priority holder.
+    /// </summary>
+    private bool HasWorkForCpuThread() =>
+        _exit || Runtime.IsPanicked ||
+        (AnyIrqPending() && !IrqGate.IsHeld) ||
+        (SoftirqEngine.RunnableOnIrqExit(this) != 0 && !BhGate.IsHeld);
+
+    private void Idle()
+    {
+        var policy = Runtime.Options.IdlePolicy;
+        if (policy != IdlePolicy.Halt && PollForWork(policy))
+        {
+            return;
+        }
+
+        // Announce the park, then re-check: a kicker sets pending work before it reads IdleState, and we
+        // write IdleState before we read pending work, both with full barriers, so one of us sees the other.
+        Interlocked.Exchange(ref Line.IdleState, Parked);
+        if (HasWorkForCpuThread())
+        {
+            // If a kicker already flipped us back it also unparks: its signal is absorbed by a later park
+            // as an early return, which the loop tolerates.
+            Interlocked.Exchange(ref Line.IdleState, Running);
+            return;
+        }
+        Parks++;
+        _parker.Park(-1);
+        Interlocked.Exchange(ref Line.IdleState, Running);
+    }
+
+    /// <summary>Spins for work: forever under Poll (yielding now and then), for the poll window under Hybrid.</summary>
+    private bool PollForWork(IdlePolicy policy)
+    {
+        long deadline = policy == IdlePolicy.Poll ? long.MaxValue : Stopwatch.GetTimestamp() + Runtime.PollWindowTicks;
+        for (int i = 1; ; i++)
+        {
+            if (HasWorkForCpuThread())
+            {
+                return true;
+            }
+            Thread.SpinWait(16);
+            if ((i & 63) == 0)
+            {
+                if (Stopwatch.GetTimestamp() >= deadline)
+                {
+                    return false;
+                }
+                // idle=poll still lets the other threads of this core run (the kernel's idle task yields to
+                // any runnable task); PERF: once per 64 polls keeps the wake-up path a plain read.
+                if ((i & 1023) == 0)
+                {
+                    Thread.Yield();
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Hard-IRQ entry on cpu/N: takes the irq gate (never waits for it), services every vector pending at
+    /// this moment in hardirq context, then irq_exit(): softirqs unless already in interrupt context.
+    /// Vectors that arrive meanwhile wait for the next entry, so irq exit gets its turn under a storm.
+    /// </summary>
+    internal bool DoHardIrq(ThreadContext ctx)
+    {
+        Debug.Assert(ctx.IsCpuThread, "only cpu/N takes hard IRQs");
+        if (ctx.IrqsOff || !IrqGate.TryEnter(ctx))
+        {
+            return false;
+        }
+        ctx.IrqsOff = true;
+        ctx.PreemptCount += PreemptCount.HardirqOffset;
+        HardirqEntries++;
+        try
+        {
+            for (int word = 0; word < VectorCount / 64; word++)
+            {
+                ref long pending = ref Unsafe.Add(ref Line.IrqPending0, word);
+                if (Volatile.Read(ref pending) == 0)
+                {
+                    continue;
+                }
+                long bits = Interlocked.Exchange(ref pending, 0);
+                while (bits != 0)
+                {
+                    int vector = (word << 6) | BitOperations.TrailingZeroCount(bits);
+                    bits &= bits - 1;
+                    DispatchVector(ctx, vector);
+                }
+            }
+        }
+        finally
+        {
+            ctx.PreemptCount -= PreemptCount.HardirqOffset;
+            ctx.IrqsOff = false;
+            IrqGate.Exit(ctx);
+        }
+
+        if (!ctx.InInterrupt)
+        {
+            SoftirqEngine.InvokeOnIrqExit(this, ctx);
+        }
+        return true;
+    }
+
+    private void DispatchVector(ThreadContext ctx, int vector)
+    {
+        if (vector == CallFunctionVector)
+        {
+            RunCallQueue(ctx);
+            return;
+        }
+        var dispatch = Runtime.DeviceVectorDispatch;
+        if (dispatch is null)
+        {
+            // ack_bad_irq(): nothing owns this vector; counted as a fault, never silently dropped.
+            Runtime.ReportFault(this, $"vector {vector}", new InvalidOperationException($"unexpected IRQ trap at vector {vector} on CPU {Id}: no handler owns it"));
+            return;
+        }
+        try
+        {
+            dispatch(this, vector);
+        }
+        catch (Exception e)
+        {
+            Runtime.ReportFault(this, $"vector {vector}", e);
+        }
+        HardirqCompletions++;
+    }
+
+    /// <summary>generic_smp_call_function_single_interrupt(): runs every queued cross-CPU call.</summary>
+    private void RunCallQueue(ThreadContext ctx)
+    {
+        var csd = IntrusiveMpsc.TakeAllFifo(ref Line.CallHead);
+        while (csd is not null)
+        {
+            var next = ((IIntrusiveNode<CallSingleData>)csd).Next;
+            ((IIntrusiveNode<CallSingleData>)csd).Next = null;
+            int before = ctx.PreemptCount;
+            csd.Fault = null;
+            try
+            {
+                csd.Invoke();
+            }
+            catch (Exception e)
+            {
+                csd.Fault = e;
+                Runtime.ReportFault(this, "IPI call function", e);
+            }
+            RestoreContextAfterCallback(ctx, before, "IPI call function");
+            IpiCalls++;
+            HardirqCompletions++;
+            csd.Unlock();
+            csd = next;
+        }
+    }
+
+    /// <summary>
+    /// A preemption point: cpu/N, busy in softirqs, takes pending hard IRQs between two handlers, the
+    /// way a real CPU takes an interrupt in the middle of one. Elsewhere a plain check.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void PreemptionPoint(ThreadContext ctx)
+    {
+        if (ctx.IsCpuThread && !ctx.IrqsOff && AnyIrqPending())
+        {
+            DoHardIrq(ctx);
+        }
+    }
+
+    /// <summary>
+    /// After a callback: a handler that returned with a different preempt_count or interrupts left
+    /// disabled is reported (the kernel's "huh, entered softirq ... with preempt_count") and the context
+    /// is put back, so one buggy handler cannot wedge the CPU.
+    /// </summary>
+    internal void RestoreContextAfterCallback(ThreadContext ctx, int preemptBefore, string what)
+    {
+        if (ctx.PreemptCount == preemptBefore)
+        {
+            return;
+        }
+        Runtime.ReportFault(this, what, new InvalidOperationException(
+            $"{what} on CPU {Id} returned with preempt_count 0x{ctx.PreemptCount:x}, entered with 0x{preemptBefore:x}: an unbalanced disable/enable in the callback; the count was restored"));
+        bool heldBh = (ctx.PreemptCount & PreemptCount.SoftirqMask) != 0;
+        bool holdsBhNow = (preemptBefore & PreemptCount.SoftirqMask) != 0;
+        ctx.PreemptCount = preemptBefore;
+        if (heldBh && !holdsBhNow)
+        {
+            BhGate.Exit(ctx);
+        }
+    }
+
+    /// <summary>Releases an irq gate left held by a callback that entered with interrupts enabled.</summary>
+    internal void RestoreIrqsAfterCallback(ThreadContext ctx, bool irqsOffBefore, string what)
+    {
+        if (ctx.IrqsOff == irqsOffBefore)
+        {
+            return;
+        }
+        Runtime.ReportFault(this, what, new InvalidOperationException(
+            $"{what} on CPU {Id} returned with interrupts {(ctx.IrqsOff ? "disabled" : "enabled")}: an unbalanced local_irq_save/restore in the callback; the state was restored"));
+        if (ctx.IrqsOff)
+        {
+            ctx.IrqsOff = false;
+            IrqGate.Exit(ctx);
+            AfterIrqGateRelease(ctx);
+        }
+        else
+        {
+            IrqGate.Enter(ctx);
+            ctx.IrqsOff = true;
+        }
+    }
+
+    /// <summary>
+    /// The kernel's sti with an interrupt pending: after a thread of this CPU releases the irq gate,
+    /// pending vectors are delivered at once (on cpu/N) or cpu/N is kicked to take them.
+    /// </summary>
+    internal void AfterIrqGateRelease(ThreadContext ctx)
+    {
+        if (!AnyIrqPending())
+        {
+            return;
+        }
+        if (ctx.IsCpuThread)
+        {
+            DoHardIrq(ctx);
+        }
+        else
+        {
+            Kick();
+        }
+    }
+
+    /// <summary>After a non-cpu/N thread releases the bh gate: softirqs raised meanwhile go to cpu/N.</summary>
+    internal void AfterBhGateRelease()
+    {
+        if (Volatile.Read(ref Line.SoftirqPending) != 0)
+        {
+            Kick();
+        }
+    }
+}

@@ -1,0 +1,280 @@
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using DeferRuntime.Diagnostics;
+using DeferRuntime.Platform;
+using DeferRuntime.Softirqs;
+using DeferRuntime.Tasklets;
+
+namespace DeferRuntime.Cpus;
+
+/// <summary>
+/// A virtual CPU: per-CPU state plus the gates that make its contexts exclusive (DESIGN §1). Several OS
+/// threads are bound to it: <c>cpu/N</c> (hard IRQs, softirqs on irq exit), <c>ksoftirqd/N</c>, and later
+/// kworkers and irq threads, all pinned to the same core when pinning is on.
+/// </summary>
+/// <remarks>
+/// Field legend, as kernel/workqueue.c does it:
+/// <list type="bullet">
+/// <item><c>I:</c> set at boot, read-only after.</item>
+/// <item><c>A:</c> any thread, through Interlocked (see <see cref="CpuSharedLine"/>).</item>
+/// <item><c>B:</c> the holder of this CPU's bh gate (whoever runs its softirqs).</item>
+/// <item><c>C:</c> the cpu/N thread only.</item>
+/// </list>
+/// </remarks>
+public sealed partial class VirtualCpu
+{
+    internal const int Running = 0;
+    internal const int Parked = 1;
+
+    /// <summary>CALL_FUNCTION_SINGLE_VECTOR: the IPI that drains the call queue.</summary>
+    internal const int CallFunctionVector = 0;
+
+    /// <summary>Hard-IRQ vectors per CPU (four 64-bit pending words).</summary>
+    internal const int VectorCount = 256;
+
+    internal CpuSharedLine Line; // A: see CpuSharedLine
+
+    private readonly Parker _parker = new(); // I
+    private readonly ThreadContext _cpuContext; // I: cpu/N's own context
+    private Thread? _thread; // I
+    private volatile bool _exit; // set once by shutdown
+
+    // B: per-vector executions, as /proc/softirqs counts them.
+    internal readonly long[] SoftirqCounts = new long[SoftirqTable.VectorCount];
+
+    // B: handler runs finished; shutdown compares sums to prove nothing ran during its quiescence check.
+    internal long SoftirqCompletions;
+
+    // B: times __do_softirq gave up (restart limit, 2 ms budget or need-resched) and woke ksoftirqd.
+    internal long KsoftirqdWakeups;
+
+    // C: hard-IRQ entries, IPI calls run, and completions for the shutdown check.
+    internal long HardirqEntries;
+    internal long IpiCalls;
+    internal long HardirqCompletions;
+
+    // C: parks of cpu/N when idle.
+    internal long Parks;
+
+    // A: need_resched(): set by whoever wants this CPU back from softirq processing.
+    private volatile bool _needResched;
+
+    internal VirtualCpu(Runtime runtime, int id, int core)
+    {
+        Runtime = runtime;
+        Id = id;
+        Core = core;
+        _cpuContext = new ThreadContext(this, ThreadRole.Cpu);
+        Ksoftirqd = new Ksoftirqd(this);
+        Line.IdleState = Running;
+    }
+
+    /// <summary>The runtime this CPU belongs to.</summary>
+    public Runtime Runtime { get; }
+
+    /// <summary>smp_processor_id() of this CPU.</summary>
+    public int Id { get; }
+
+    /// <summary>The OS core its threads are pinned to (when pinning is on): <c>N mod cores</c> of the allowed set.</summary>
+    public int Core { get; }
+
+    /// <summary>The irq gate: "local interrupts disabled on this CPU".</summary>
+    internal ContextGate IrqGate { get; } = new();
+
+    /// <summary>The bh gate: "softirqs disabled on this CPU".</summary>
+    internal ContextGate BhGate { get; } = new();
+
+    internal Ksoftirqd Ksoftirqd { get; }
+
+    /// <summary>Softirq executions on this CPU per vector, in <see cref="SoftirqVector"/> order.</summary>
+    public long GetSoftirqCount(SoftirqVector vector) => Volatile.Read(ref SoftirqCounts[(int)vector]);
+
+    /// <summary>Times softirq processing overflowed its budget and was handed to ksoftirqd/N.</summary>
+    public long KsoftirqdWakeupCount => Volatile.Read(ref KsoftirqdWakeups);
+
+    /// <summary>Hard-IRQ entries of cpu/N (each services every vector pending at that moment).</summary>
+    public long HardirqEntryCount => Volatile.Read(ref HardirqEntries);
+
+    /// <summary>Cross-CPU function calls run on this CPU.</summary>
+    public long IpiCallCount => Volatile.Read(ref IpiCalls);
+
+    /// <summary>Times cpu/N parked for lack of work.</summary>
+    public long ParkCount => Volatile.Read(ref Parks);
+
+    internal bool NeedResched => _needResched;
+
+    /// <summary>set_tsk_need_resched(): asks softirq processing on this CPU to stop at its next restart and leave the rest to ksoftirqd.</summary>
+    internal void SetNeedResched() => _needResched = true;
+
+    internal void ClearNeedResched() => _needResched = false;
+
+    internal ThreadContext CpuContext => _cpuContext;
+
+    // ---- raising work toward this CPU (any thread) ----
+
+    /// <summary>Wakes cpu/N if it is parked; one read when it is not. PERF: the common case is a running CPU.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Kick()
+    {
+        if (Volatile.Read(ref Line.IdleState) == Parked)
+        {
+            KickSlow();
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void KickSlow()
+    {
+        if (Interlocked.CompareExchange(ref Line.IdleState, Running, Parked) == Parked)
+        {
+            _parker.Unpark();
+        }
+    }
+
+    /// <summary>Sets softirq <paramref name="nr"/> pending here. Full barrier (Interlocked.Or).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OrSoftirqPending(int nr) => Interlocked.Or(ref Line.SoftirqPending, 1 << nr);
+
+    /// <summary>Raises a softirq on this CPU from a thread that is not running in its interrupt context.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void RaiseAndKick(int nr)
+    {
+        OrSoftirqPending(nr);
+        Kick();
+    }
+
+    /// <summary>Marks hard-IRQ <paramref name="vector"/> pending and kicks cpu/N: an interrupt arriving.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void AssertVector(int vector)
+    {
+        Debug.Assert((uint)vector < VectorCount, "vector out of range");
+        Interlocked.Or(ref Unsafe.Add(ref Line.IrqPending0, vector >> 6), 1L << (vector & 63));
+        Kick();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool AnyIrqPending() =>
+        (Volatile.Read(ref Line.IrqPending0) | Volatile.Read(ref Line.IrqPending1) |
+         Volatile.Read(ref Line.IrqPending2) | Volatile.Read(ref Line.IrqPending3)) != 0;
+
+    /// <summary>Pushes a scheduled tasklet on this CPU's list and raises its softirq (__tasklet_schedule_common).</summary>
+    internal void EnqueueTasklet(Tasklet tasklet, bool hi, bool kick)
+    {
+        tasklet.QueuedOn = this;
+        if (hi)
+        {
+            IntrusiveMpsc.Push(ref Line.HiTaskletHead, tasklet);
+            OrSoftirqPending((int)SoftirqVector.Hi);
+        }
+        else
+        {
+            IntrusiveMpsc.Push(ref Line.TaskletHead, tasklet);
+            OrSoftirqPending((int)SoftirqVector.Tasklet);
+        }
+        if (kick)
+        {
+            Kick();
+        }
+    }
+
+    /// <summary>Queues a cross-CPU call and sends the CALL_FUNCTION IPI.</summary>
+    internal void EnqueueCall(CallSingleData csd)
+    {
+        IntrusiveMpsc.Push(ref Line.CallHead, csd);
+        AssertVector(CallFunctionVector);
+    }
+
+    /// <summary>Rundown protection: a thread of no CPU announces a request toward this CPU.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void EnterForeign() => Interlocked.Increment(ref Line.ForeignInFlight);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void ExitForeign() => Interlocked.Decrement(ref Line.ForeignInFlight);
+
+    // ---- threads ----
+
+    internal void Start(CountdownEvent booted)
+    {
+        _thread = new Thread(() => CpuThreadMain(booted), maxStackSize: 0)
+        {
+            Name = $"cpu/{Id}",
+            IsBackground = true,
+        };
+        _thread.Start();
+        Ksoftirqd.Start(booted);
+    }
+
+    /// <summary>Stops cpu/N and ksoftirqd/N; called by shutdown once the CPU is quiescent.</summary>
+    internal void Stop()
+    {
+        _exit = true;
+        Interlocked.Exchange(ref Line.IdleState, Running);
+        _parker.Unpark();
+        Ksoftirqd.Stop();
+    }
+
+    internal void Join()
+    {
+        _thread?.Join();
+        Ksoftirqd.Join();
+    }
+
+    internal bool IsCurrentThreadOwned =>
+        ReferenceEquals(Thread.CurrentThread, _thread) || Ksoftirqd.IsCurrentThread;
+
+    /// <summary>
+    /// True when nothing is pending or in flight on this CPU: no vector, softirq, tasklet or call
+    /// pending, both gates free, ksoftirqd asleep and no foreign caller mid-request.
+    /// </summary>
+    internal bool IsQuiescent =>
+        !AnyIrqPending() &&
+        Volatile.Read(ref Line.SoftirqPending) == 0 &&
+        Volatile.Read(ref Line.TaskletHead) is null &&
+        Volatile.Read(ref Line.HiTaskletHead) is null &&
+        Volatile.Read(ref Line.CallHead) is null &&
+        Volatile.Read(ref Line.ForeignInFlight) == 0 &&
+        !IrqGate.IsHeld &&
+        !BhGate.IsHeld &&
+        !Ksoftirqd.IsRunning;
+
+    internal long CompletionSum => Volatile.Read(ref SoftirqCompletions) + Volatile.Read(ref HardirqCompletions);
+
+    /// <summary>Applies pinning and priority to the calling thread (one of this CPU's) and records what the OS granted.</summary>
+    internal void PlaceCurrentThread(ThreadRole role)
+    {
+        var options = Runtime.Options;
+        string? pinError = null;
+        if (options.Pinning)
+        {
+            pinError = ThreadPlacement.PinCurrentThread(Core);
+        }
+
+        string priority;
+        string? priorityError = null;
+        switch (options.Priorities)
+        {
+            case PriorityPolicy.None:
+                priority = "unchanged";
+                break;
+            case PriorityPolicy.Fifo when role == ThreadRole.Cpu:
+                priority = $"SCHED_FIFO {options.CpuFifoPriority}";
+                priorityError = ThreadPlacement.SetFifo(options.CpuFifoPriority);
+                break;
+            default:
+                int nice = role switch
+                {
+                    ThreadRole.Cpu => options.CpuNice,
+                    ThreadRole.Ksoftirqd => options.KsoftirqdNice,
+                    _ => 0,
+                };
+                priority = $"nice {nice}";
+                priorityError = nice == 0 ? null : ThreadPlacement.SetNice(nice);
+                break;
+        }
+
+        Runtime.RecordPlacement(new ThreadPlacementReport(
+            Thread.CurrentThread.Name ?? "?", Id, options.Pinning ? Core : null, options.Pinning && pinError is null, pinError,
+            priority, priorityError is null, priorityError));
+    }
+}

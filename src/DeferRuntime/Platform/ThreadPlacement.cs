@@ -1,0 +1,125 @@
+using System.ComponentModel;
+using System.Runtime.InteropServices;
+
+namespace DeferRuntime.Platform;
+
+/// <summary>
+/// Pins and prioritises the calling thread with the OS's own calls: sched_setaffinity(2) and
+/// setpriority(2) / sched_setscheduler(2) on Linux, SetThreadAffinityMask and thread priority on Windows.
+/// Every call answers what the OS granted; nothing is faked where the platform cannot do it.
+/// </summary>
+internal static unsafe partial class ThreadPlacement
+{
+    private const int MaskBytes = 128; // cpu_set_t of 1024 CPUs
+    private const int PrioProcess = 0;
+    private const int SchedFifo = 1;
+
+    [LibraryImport("libc", EntryPoint = "sched_setaffinity", SetLastError = true)]
+    private static partial int SchedSetAffinity(int pid, nint size, byte* mask);
+
+    [LibraryImport("libc", EntryPoint = "sched_getaffinity", SetLastError = true)]
+    private static partial int SchedGetAffinity(int pid, nint size, byte* mask);
+
+    [LibraryImport("libc", EntryPoint = "setpriority", SetLastError = true)]
+    private static partial int SetPriority(int which, int who, int prio);
+
+    [LibraryImport("libc", EntryPoint = "sched_setscheduler", SetLastError = true)]
+    private static partial int SchedSetScheduler(int pid, int policy, int* param);
+
+    [LibraryImport("libc", EntryPoint = "gettid")]
+    private static partial int GetTid();
+
+    [LibraryImport("kernel32.dll", EntryPoint = "SetThreadAffinityMask", SetLastError = true)]
+    private static partial nuint SetThreadAffinityMask(nint thread, nuint mask);
+
+    [LibraryImport("kernel32.dll", EntryPoint = "GetCurrentThread")]
+    private static partial nint GetCurrentThread();
+
+    /// <summary>
+    /// The OS cores this process may run on, in order (sched_getaffinity on Linux); core i of the list is
+    /// where virtual CPUs N with N mod count == i are pinned.
+    /// </summary>
+    public static int[] AllowedCores()
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            byte* mask = stackalloc byte[MaskBytes];
+            if (SchedGetAffinity(0, MaskBytes, mask) == 0)
+            {
+                var cores = new List<int>();
+                for (int i = 0; i < MaskBytes * 8; i++)
+                {
+                    if ((mask[i / 8] & (1 << (i % 8))) != 0)
+                    {
+                        cores.Add(i);
+                    }
+                }
+                if (cores.Count > 0)
+                {
+                    return cores.ToArray();
+                }
+            }
+        }
+        return Enumerable.Range(0, Environment.ProcessorCount).ToArray();
+    }
+
+    /// <summary>Pins the calling thread to one OS core. Returns null on success, else why not.</summary>
+    public static string? PinCurrentThread(int core)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            byte* mask = stackalloc byte[MaskBytes];
+            new Span<byte>(mask, MaskBytes).Clear();
+            mask[core / 8] = (byte)(1 << (core % 8));
+            return SchedSetAffinity(0, MaskBytes, mask) == 0 ? null : $"sched_setaffinity(core {core}) failed: {LastError()}";
+        }
+        if (OperatingSystem.IsWindows())
+        {
+            if (core >= nint.Size * 8)
+            {
+                return $"core {core} is outside the thread's processor group";
+            }
+            return SetThreadAffinityMask(GetCurrentThread(), (nuint)1 << core) != 0 ? null : $"SetThreadAffinityMask failed: {LastError()}";
+        }
+        return $"thread pinning is not available on {RuntimeInformation.OSDescription}";
+    }
+
+    /// <summary>Sets the calling thread's nice value. Returns null on success, else why not.</summary>
+    public static string? SetNice(int nice)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            return SetPriority(PrioProcess, GetTid(), nice) == 0 ? null : $"setpriority(nice {nice}) failed: {LastError()}";
+        }
+        if (OperatingSystem.IsWindows())
+        {
+            Thread.CurrentThread.Priority = nice switch
+            {
+                <= -10 => ThreadPriority.Highest,
+                < 0 => ThreadPriority.AboveNormal,
+                0 => ThreadPriority.Normal,
+                < 10 => ThreadPriority.BelowNormal,
+                _ => ThreadPriority.Lowest,
+            };
+            return null;
+        }
+        return $"thread priorities are not available on {RuntimeInformation.OSDescription}";
+    }
+
+    /// <summary>Makes the calling thread SCHED_FIFO at <paramref name="priority"/>. Returns null on success, else why not.</summary>
+    public static string? SetFifo(int priority)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            int param = priority;
+            return SchedSetScheduler(GetTid(), SchedFifo, &param) == 0 ? null : $"sched_setscheduler(SCHED_FIFO {priority}) failed: {LastError()}";
+        }
+        return SetNice(-20);
+    }
+
+    private static string LastError()
+    {
+        int errno = Marshal.GetLastPInvokeError();
+        return $"{new Win32Exception(errno).Message} (errno {errno})";
+    }
+}

@@ -1,0 +1,487 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Text;
+using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
+using DeferRuntime.Platform;
+using DeferRuntime.Softirqs;
+using DeferRuntime.Tasklets;
+
+namespace DeferRuntime;
+
+/// <summary>
+/// One booted instance of the runtime: its virtual CPUs with their threads, the softirq table, tasklets
+/// and cross-CPU calls. Boot with <see cref="Boot"/>; <see cref="Dispose"/> shuts down in order and
+/// loses nothing that was accepted.
+/// </summary>
+/// <remarks>
+/// <para>What runs where: <c>cpu/N</c> takes hard IRQs (including the CALL_FUNCTION IPI) with CPU N's
+/// irq gate held and runs softirqs on irq exit with its bh gate held; <c>ksoftirqd/N</c> takes over
+/// softirqs that overflow the irq-exit budget. Tasklets run inside the HI and TASKLET softirqs.</para>
+/// <para>Threads that belong to no CPU (the application's) may raise softirqs, schedule tasklets and
+/// send calls: each request goes to a CPU chosen by <see cref="RuntimeOptions.ForeignPlacement"/>,
+/// which is kicked. Local interrupt and bh control from such threads is refused.</para>
+/// <para>Shutdown: refuse new requests from threads of no CPU, wait for requests in flight, let every
+/// CPU run what is pending (work chained from handlers is still accepted) until all CPUs are quiescent
+/// and no handler ran while that was checked, then stop and join every thread.</para>
+/// <para>Several instances may live in one process; there is no static mutable state beyond the
+/// per-thread context.</para>
+/// </remarks>
+public sealed class Runtime : IDisposable
+{
+    private const int StateRunning = 0;
+    private const int StateStopping = 1;
+    private const int StateStopped = 2;
+
+    private readonly VirtualCpu[] _cpus; // I
+    private readonly int[] _osCoreToCpu; // I: OS core number -> virtual CPU pinned there (ProcessorLocal placement)
+    private readonly List<ThreadPlacementReport> _placements = []; // L: _placements
+    private int _state; // A: StateRunning / StateStopping / StateStopped
+    private int _roundRobin; // A: next CPU under RoundRobin placement
+    private volatile KernelPanicException? _panic;
+
+    private Runtime(RuntimeOptions options)
+    {
+        Options = options;
+        PollWindowTicks = (long)(options.PollWindow.TotalSeconds * Stopwatch.Frequency);
+        int[] cores = ThreadPlacement.AllowedCores();
+        _cpus = new VirtualCpu[options.CpuCount];
+        for (int i = 0; i < _cpus.Length; i++)
+        {
+            _cpus[i] = new VirtualCpu(this, i, cores[i % cores.Length]);
+        }
+        _osCoreToCpu = new int[cores.Max() + 1];
+        for (int core = 0; core < _osCoreToCpu.Length; core++)
+        {
+            int index = Array.IndexOf(cores, core);
+            _osCoreToCpu[core] = index < 0 ? core % _cpus.Length : index % _cpus.Length;
+        }
+
+        Softirqs.Open(SoftirqVector.Hi, TaskletAction.RunHi);
+        Softirqs.Open(SoftirqVector.Tasklet, TaskletAction.RunNormal);
+    }
+
+    /// <summary>Boots a runtime: validates the options, starts cpu/N and ksoftirqd/N for every CPU, pins them, and returns once all are running.</summary>
+    public static Runtime Boot(RuntimeOptions? options = null)
+    {
+        options ??= new RuntimeOptions();
+        options.Validate();
+        var runtime = new Runtime(options);
+        using var booted = new CountdownEvent(runtime._cpus.Length * 2);
+        foreach (var cpu in runtime._cpus)
+        {
+            cpu.Start(booted);
+        }
+        booted.Wait();
+        return runtime;
+    }
+
+    /// <summary>The options this runtime was booted with.</summary>
+    public RuntimeOptions Options { get; }
+
+    /// <summary>The virtual CPUs, indexed by id.</summary>
+    public IReadOnlyList<VirtualCpu> Cpus => _cpus;
+
+    /// <summary>Handler exceptions and broken contexts (oopses) reported so far.</summary>
+    public FaultLog Faults { get; } = new();
+
+    /// <summary>What the OS granted each thread at boot (pinning, priority), and why not where refused.</summary>
+    public IReadOnlyList<ThreadPlacementReport> Placements
+    {
+        get
+        {
+            lock (_placements)
+            {
+                return _placements.OrderBy(p => p.Cpu).ThenBy(p => p.Thread, StringComparer.Ordinal).ToArray();
+            }
+        }
+    }
+
+    /// <summary>True once shutdown has begun.</summary>
+    public bool IsShutDown => Volatile.Read(ref _state) != StateRunning;
+
+    internal SoftirqTable Softirqs { get; } = new();
+
+    internal long PollWindowTicks { get; }
+
+    internal bool IsPanicked => _panic is not null;
+
+    internal bool IsStopped => Volatile.Read(ref _state) == StateStopped;
+
+    /// <summary>Hard-IRQ dispatch for device vectors (set by the interrupt controller), or null.</summary>
+    internal Action<VirtualCpu, int>? DeviceVectorDispatch { get; set; }
+
+    // ---- softirqs ----
+
+    /// <summary>open_softirq(): installs the action of <paramref name="vector"/>; once per vector. HI and TASKLET are the runtime's own (tasklets).</summary>
+    public void OpenSoftirq(SoftirqVector vector, Action action)
+    {
+        ThrowIfUnusable("open_softirq()");
+        Softirqs.Open(vector, action);
+    }
+
+    /// <summary>
+    /// raise_softirq(): marks <paramref name="vector"/> pending on the calling thread's CPU, or, from a
+    /// thread of no CPU, on the CPU the placement policy picks, and makes sure it will run. Allocation-free.
+    /// </summary>
+    public void RaiseSoftirq(SoftirqVector vector)
+    {
+        int nr = Softirqs.CheckRaise(vector, "raise_softirq");
+        var ctx = ThreadContext.Current;
+        if (ctx is not null && ReferenceEquals(ctx.Cpu.Runtime, this))
+        {
+            RaiseLocal(ctx, nr);
+            return;
+        }
+        RaiseForeign(nr, "raise_softirq()");
+    }
+
+    /// <summary>raise_softirq_irqoff(): as <see cref="RaiseSoftirq"/>, for callers that already have local interrupts disabled (hard-IRQ handlers, LocalIrqSave sections).</summary>
+    public void RaiseSoftirqIrqOff(SoftirqVector vector)
+    {
+        int nr = Softirqs.CheckRaise(vector, "raise_softirq_irqoff");
+        var ctx = ThreadContext.Current;
+        if (ctx is null || !ReferenceEquals(ctx.Cpu.Runtime, this) || !ctx.IrqsOff)
+        {
+            throw new InvalidOperationException(
+                "raise_softirq_irqoff() needs local interrupts disabled on one of this runtime's CPUs (a hard-IRQ handler or a LocalIrqSave section); use RaiseSoftirq() elsewhere.");
+        }
+        RaiseLocal(ctx, nr);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RaiseLocal(ThreadContext ctx, int nr)
+    {
+        // In interrupt context (hardirq, softirq, bh disabled) the softirq runs on irq exit, at the
+        // restart of the running __do_softirq, or at local_bh_enable(). Outside it the kernel wakes
+        // ksoftirqd; we kick cpu/N instead, which runs it at once as irq exit would.
+        if (ctx.InInterrupt)
+        {
+            ctx.Cpu.OrSoftirqPending(nr);
+        }
+        else
+        {
+            ctx.Cpu.RaiseAndKick(nr);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void RaiseForeign(int nr, string caller)
+    {
+        var cpu = EnterForeign(caller);
+        cpu.RaiseAndKick(nr);
+        cpu.ExitForeign();
+    }
+
+    // ---- tasklets ----
+
+    /// <summary>tasklet_setup(): a tasklet that runs <paramref name="callback"/> in softirq context. Allocate it once and schedule it many times.</summary>
+    public Tasklet CreateTasklet(Action<Tasklet> callback, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        ThrowIfUnusable("tasklet_setup()");
+        return new Tasklet(this, callback, name);
+    }
+
+    // ---- cross-CPU calls ----
+
+    /// <summary>
+    /// smp_call_function_single(): runs <paramref name="func"/> on CPU <paramref name="cpu"/> in hard-IRQ
+    /// context. On the caller's own CPU it runs at once with local interrupts disabled. With
+    /// <paramref name="wait"/> it returns when the function has run, and rethrows what it threw.
+    /// </summary>
+    public void SmpCallFunctionSingle(int cpu, Action func, bool wait = true)
+    {
+        ArgumentNullException.ThrowIfNull(func);
+        var target = CpuAt(cpu, "smp_call_function_single()");
+        var ctx = ThreadContext.Current;
+        bool own = ctx is not null && ReferenceEquals(ctx.Cpu, target);
+        if (own)
+        {
+            var flags = CpuContext.LocalIrqSave();
+            try
+            {
+                func();
+            }
+            finally
+            {
+                CpuContext.LocalIrqRestore(flags);
+            }
+            return;
+        }
+        if (wait && ctx is not null && (ctx.IrqsOff || ctx.InInterrupt))
+        {
+            throw new InvalidOperationException(
+                $"smp_call_function_single(cpu {cpu}, wait) from {ctx.Describe()}: waiting for another CPU with interrupts or softirqs disabled can deadlock; pass wait: false.");
+        }
+
+        var csd = new CallSingleData(static f => ((Action)f!)(), func);
+        SmpCallFunctionSingleAsync(cpu, csd);
+        if (!wait)
+        {
+            return;
+        }
+        var backoff = default(Backoff);
+        while (csd.IsBusy)
+        {
+            backoff.Wait();
+        }
+        if (csd.Fault is { } fault)
+        {
+            throw new InvalidOperationException($"smp_call_function_single(cpu {cpu}): the function threw {fault.GetType().Name}: {fault.Message}", fault);
+        }
+    }
+
+    /// <summary>
+    /// smp_call_function_single_async(): queues a pre-allocated call on CPU <paramref name="cpu"/> and
+    /// returns at once; allocation-free. Returns false (the kernel's -EBUSY) if <paramref name="csd"/> is
+    /// still queued or running from an earlier call.
+    /// </summary>
+    public bool SmpCallFunctionSingleAsync(int cpu, CallSingleData csd)
+    {
+        ArgumentNullException.ThrowIfNull(csd);
+        var target = CpuAt(cpu, "smp_call_function_single_async()");
+        var ctx = ThreadContext.Current;
+        bool bound = ctx is not null && ReferenceEquals(ctx.Cpu.Runtime, this);
+        if (!bound)
+        {
+            EnterForeignOn(target, "smp_call_function_single_async()");
+        }
+        try
+        {
+            if (!csd.TryLock())
+            {
+                return false;
+            }
+            target.EnqueueCall(csd);
+            return true;
+        }
+        finally
+        {
+            if (!bound)
+            {
+                target.ExitForeign();
+            }
+        }
+    }
+
+    private VirtualCpu CpuAt(int cpu, string caller)
+    {
+        if ((uint)cpu >= (uint)_cpus.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(cpu), cpu, $"{caller}: CPU {cpu} does not exist; this runtime has CPUs 0 to {_cpus.Length - 1}.");
+        }
+        return _cpus[cpu];
+    }
+
+    // ---- threads of no CPU ----
+
+    /// <summary>Picks the CPU for a request from a thread of no CPU and enters its rundown protection.</summary>
+    internal VirtualCpu EnterForeign(string caller)
+    {
+        VirtualCpu cpu;
+        if (Options.ForeignPlacement == ForeignPlacement.RoundRobin)
+        {
+            cpu = _cpus[(int)((uint)Interlocked.Increment(ref _roundRobin) % (uint)_cpus.Length)];
+        }
+        else
+        {
+            int core = Thread.GetCurrentProcessorId();
+            cpu = _cpus[(uint)core < (uint)_osCoreToCpu.Length ? _osCoreToCpu[core] : core % _cpus.Length];
+        }
+        EnterForeignOn(cpu, caller);
+        return cpu;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void EnterForeignOn(VirtualCpu cpu, string caller)
+    {
+        // Increment first (full barrier), then read the state: shutdown writes the state, then waits for
+        // every CPU's in-flight count to drain, so no request slips in behind its check.
+        cpu.EnterForeign();
+        if (Volatile.Read(ref _state) != StateRunning || _panic is not null)
+        {
+            cpu.ExitForeign();
+            ThrowIfUnusable(caller);
+        }
+    }
+
+    private void ThrowIfUnusable(string caller)
+    {
+        if (_panic is { } panic)
+        {
+            throw new KernelPanicException(panic.Fault);
+        }
+        if (Volatile.Read(ref _state) != StateRunning)
+        {
+            throw new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime has been shut down and accepts no new work.");
+        }
+    }
+
+    // ---- reporting ----
+
+    /// <summary>Reports an oops from a CPU thread: counted, kept, announced; with PanicOnOops the runtime halts.</summary>
+    internal void ReportFault(VirtualCpu cpu, string source, Exception exception)
+    {
+        var record = new FaultRecord(DateTimeOffset.UtcNow, cpu.Id, Thread.CurrentThread.Name ?? "?", source, exception);
+        Faults.Add(record);
+        if (Options.PanicOnOops && _panic is null)
+        {
+            _panic = new KernelPanicException(record);
+            foreach (var c in _cpus)
+            {
+                c.Kick();
+            }
+        }
+    }
+
+    internal void RecordPlacement(ThreadPlacementReport report)
+    {
+        lock (_placements)
+        {
+            _placements.Add(report);
+        }
+    }
+
+    /// <summary>The panic that halted this runtime, or null.</summary>
+    public KernelPanicException? Panic => _panic;
+
+    /// <summary>/proc/softirqs: executions per vector (rows) and CPU (columns), in the kernel's format.</summary>
+    public string RenderSoftirqs()
+    {
+        var sb = new StringBuilder();
+        sb.Append(' ', 13);
+        foreach (var cpu in _cpus)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $" {"CPU" + cpu.Id.ToString(CultureInfo.InvariantCulture),14}");
+        }
+        sb.AppendLine();
+        for (int nr = 0; nr < SoftirqTable.VectorCount; nr++)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"{SoftirqTable.Names[nr],12}:");
+            foreach (var cpu in _cpus)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $" {cpu.GetSoftirqCount((SoftirqVector)nr),14}");
+            }
+            sb.AppendLine();
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>The boot report: each thread's pinning and priority as the OS granted them.</summary>
+    public string RenderPlacements()
+    {
+        var sb = new StringBuilder();
+        foreach (var p in Placements)
+        {
+            sb.AppendLine(p.ToString());
+        }
+        return sb.ToString();
+    }
+
+    // ---- shutdown ----
+
+    /// <summary>
+    /// Orderly shutdown: refuses new requests from threads of no CPU, runs everything accepted (pending
+    /// softirqs, tasklets and calls, and what they chain), then stops and joins every thread. Disposing
+    /// twice is harmless. Throws <see cref="TimeoutException"/> (after stopping the threads) if work was
+    /// still pending at <see cref="RuntimeOptions.ShutdownTimeout"/>, e.g. a disabled tasklet left scheduled.
+    /// </summary>
+    public void Dispose()
+    {
+        foreach (var cpu in _cpus)
+        {
+            if (cpu.IsCurrentThreadOwned)
+            {
+                throw new InvalidOperationException($"Runtime.Dispose() from {Thread.CurrentThread.Name}: a runtime cannot shut down from one of its own threads (it would wait for itself).");
+            }
+        }
+        if (Interlocked.CompareExchange(ref _state, StateStopping, StateRunning) != StateRunning)
+        {
+            return;
+        }
+
+        string? leftOver = _panic is null ? Drain() : null;
+        foreach (var cpu in _cpus)
+        {
+            cpu.Stop();
+        }
+        foreach (var cpu in _cpus)
+        {
+            cpu.Join();
+        }
+        Volatile.Write(ref _state, StateStopped);
+        if (leftOver is not null)
+        {
+            throw new TimeoutException($"Runtime shutdown: work still pending after {Options.ShutdownTimeout.TotalSeconds:0.#} s was abandoned: {leftOver}");
+        }
+    }
+
+    /// <summary>Waits until every CPU is quiescent and no handler finished while that was being checked.</summary>
+    private string? Drain()
+    {
+        long deadline = Stopwatch.GetTimestamp() + (long)(Options.ShutdownTimeout.TotalSeconds * Stopwatch.Frequency);
+        var backoff = default(Backoff);
+        while (_panic is null)
+        {
+            foreach (var cpu in _cpus)
+            {
+                cpu.Kick();
+            }
+            long before = CompletionSum();
+            bool quiet = _cpus.All(c => c.IsQuiescent);
+            if (quiet && CompletionSum() == before)
+            {
+                return null;
+            }
+            if (Stopwatch.GetTimestamp() > deadline)
+            {
+                return string.Join("; ", _cpus.Where(c => !c.IsQuiescent).Select(DescribePending));
+            }
+            backoff.Wait();
+        }
+        return null;
+    }
+
+    private long CompletionSum()
+    {
+        long sum = 0;
+        foreach (var cpu in _cpus)
+        {
+            sum += cpu.CompletionSum;
+        }
+        return sum;
+    }
+
+    private static string DescribePending(VirtualCpu cpu)
+    {
+        var parts = new List<string>();
+        int pending = Volatile.Read(ref cpu.Line.SoftirqPending);
+        if (pending != 0)
+        {
+            parts.Add("softirqs " + string.Join(",", Enumerable.Range(0, SoftirqTable.VectorCount).Where(i => (pending & (1 << i)) != 0).Select(i => SoftirqTable.Names[i])));
+        }
+        foreach (var (head, kind) in new[] { (Volatile.Read(ref cpu.Line.TaskletHead), "tasklets"), (Volatile.Read(ref cpu.Line.HiTaskletHead), "hi tasklets") })
+        {
+            var names = new List<string>();
+            for (var t = head; t is not null; t = ((IIntrusiveNode<Tasklet>)t).Next)
+            {
+                names.Add($"'{t.Name}'{(t.IsDisabled ? " (disabled)" : "")}");
+            }
+            if (names.Count > 0)
+            {
+                parts.Add($"{kind} {string.Join(", ", names)}");
+            }
+        }
+        if (cpu.AnyIrqPending())
+        {
+            parts.Add("hard IRQs");
+        }
+        if (cpu.Ksoftirqd.IsRunning)
+        {
+            parts.Add("ksoftirqd running");
+        }
+        return $"CPU {cpu.Id}: {(parts.Count == 0 ? "busy" : string.Join(", ", parts))}";
+    }
+}

@@ -1,0 +1,103 @@
+namespace DeferRuntime;
+
+/// <summary>How an idle CPU waits for work (the kernel's idle= policies).</summary>
+public enum IdlePolicy
+{
+    /// <summary>idle=poll: never park; lowest wake-up latency, burns its core.</summary>
+    Poll,
+    /// <summary>Spin for <see cref="RuntimeOptions.PollWindow"/>, then park (the default, like cpuidle's poll state).</summary>
+    Hybrid,
+    /// <summary>idle=halt: park at once; cheapest, slowest to wake.</summary>
+    Halt,
+}
+
+/// <summary>Which OS priorities the runtime asks for.</summary>
+public enum PriorityPolicy
+{
+    /// <summary>Leave every thread at the process's priority.</summary>
+    None,
+    /// <summary>Nice values: cpu/N at <see cref="RuntimeOptions.CpuNice"/>, ksoftirqd/N at <see cref="RuntimeOptions.KsoftirqdNice"/>.</summary>
+    Nice,
+    /// <summary>cpu/N SCHED_FIFO at <see cref="RuntimeOptions.CpuFifoPriority"/> (needs CAP_SYS_NICE); the rest by nice.</summary>
+    Fifo,
+}
+
+/// <summary>Which CPU serves a request from a thread that belongs to no CPU.</summary>
+public enum ForeignPlacement
+{
+    /// <summary>The virtual CPU pinned to the OS core the caller is running on (cache-local, like the kernel's this_cpu).</summary>
+    ProcessorLocal,
+    /// <summary>Each request to the next CPU in turn.</summary>
+    RoundRobin,
+}
+
+/// <summary>Options of one runtime instance, validated by <see cref="Runtime.Boot"/>.</summary>
+public sealed class RuntimeOptions
+{
+    /// <summary>Number of virtual CPUs; default the processor count. 1 to 1024.</summary>
+    public int CpuCount { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>Pin CPU N's threads to core N mod cores with sched_setaffinity (default on).</summary>
+    public bool Pinning { get; set; } = true;
+
+    /// <summary>How idle CPUs wait (default <see cref="IdlePolicy.Hybrid"/>).</summary>
+    public IdlePolicy IdlePolicy { get; set; } = IdlePolicy.Hybrid;
+
+    /// <summary>Spin time before parking under <see cref="IdlePolicy.Hybrid"/> (default 50 µs).</summary>
+    public TimeSpan PollWindow { get; set; } = TimeSpan.FromMicroseconds(50);
+
+    /// <summary>Which OS priorities to ask for (default <see cref="PriorityPolicy.Nice"/>).</summary>
+    public PriorityPolicy Priorities { get; set; } = PriorityPolicy.Nice;
+
+    /// <summary>Nice of cpu/N: above workers (default -10). Lowering nice needs CAP_SYS_NICE; a refusal is reported, not fatal.</summary>
+    public int CpuNice { get; set; } = -10;
+
+    /// <summary>SCHED_FIFO priority of cpu/N under <see cref="PriorityPolicy.Fifo"/> (default 10).</summary>
+    public int CpuFifoPriority { get; set; } = 10;
+
+    /// <summary>Nice of ksoftirqd/N: 19 as the seed texts describe (default), 0 as current Linux.</summary>
+    public int KsoftirqdNice { get; set; } = 19;
+
+    /// <summary>
+    /// While ksoftirqd/N runs, irq exit leaves softirqs to it except HI and TASKLET (Linux 4.15's "let
+    /// ksoftirqd do its job", SOFTIRQ_NOW_MASK; default on). Off gives Linux 6.5+, which reverted it.
+    /// </summary>
+    public bool LetKsoftirqdDoItsJob { get; set; } = true;
+
+    /// <summary>panic_on_oops: a throwing handler halts the whole runtime instead of being reported and survived.</summary>
+    public bool PanicOnOops { get; set; }
+
+    /// <summary>Where requests from threads of no CPU go (default <see cref="ForeignPlacement.ProcessorLocal"/>).</summary>
+    public ForeignPlacement ForeignPlacement { get; set; } = ForeignPlacement.ProcessorLocal;
+
+    /// <summary>How long shutdown waits for accepted work to drain before it reports what is left (default 30 s).</summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    internal void Validate()
+    {
+        if (CpuCount is < 1 or > 1024)
+        {
+            throw new ArgumentOutOfRangeException(nameof(CpuCount), CpuCount, "CpuCount must be 1 to 1024 (NR_CPUS).");
+        }
+        if (PollWindow < TimeSpan.Zero || PollWindow > TimeSpan.FromSeconds(1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(PollWindow), PollWindow, "PollWindow must be 0 to 1 s.");
+        }
+        if (CpuNice is < -20 or > 19 || KsoftirqdNice is < -20 or > 19)
+        {
+            throw new ArgumentOutOfRangeException(nameof(CpuNice), "nice values are -20 to 19.");
+        }
+        if (CpuFifoPriority is < 1 or > 99)
+        {
+            throw new ArgumentOutOfRangeException(nameof(CpuFifoPriority), CpuFifoPriority, "SCHED_FIFO priorities are 1 to 99.");
+        }
+        if (ShutdownTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ShutdownTimeout), ShutdownTimeout, "ShutdownTimeout must be positive.");
+        }
+        if (!Enum.IsDefined(IdlePolicy) || !Enum.IsDefined(Priorities) || !Enum.IsDefined(ForeignPlacement))
+        {
+            throw new ArgumentOutOfRangeException(nameof(IdlePolicy), "unknown idle, priority or placement policy.");
+        }
+    }
+}

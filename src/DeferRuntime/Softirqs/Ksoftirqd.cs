@@ -1,0 +1,120 @@
+using DeferRuntime.Cpus;
+
+namespace DeferRuntime.Softirqs;
+
+/// <summary>
+/// ksoftirqd/N: runs the softirqs that overflowed the irq-exit budget, at the lowest priority (nice 19
+/// by default, as the seed texts describe; current Linux runs it at nice 0, which the options allow).
+/// </summary>
+/// <remarks>
+/// While it is running (woken and not yet asleep again), irq exit leaves softirqs to it except HI and
+/// TASKLET (SOFTIRQ_NOW_MASK). It takes the bh gate with a waiting enter: a lower-priority thread may
+/// wait for cpu/N, never the other way round.
+/// </remarks>
+internal sealed class Ksoftirqd
+{
+    private readonly VirtualCpu _cpu;
+    private readonly ThreadContext _ctx;
+    private readonly Parker _parker = new();
+    private Thread? _thread;
+    private int _running; // A: 1 from wake-up until it finds nothing pending (the kernel's TASK_RUNNING)
+    private volatile bool _exit;
+
+    public Ksoftirqd(VirtualCpu cpu)
+    {
+        _cpu = cpu;
+        _ctx = new ThreadContext(cpu, ThreadRole.Ksoftirqd);
+    }
+
+    public bool IsRunning => Volatile.Read(ref _running) != 0;
+
+    public bool IsCurrentThread => ReferenceEquals(ThreadContext.Current, _ctx);
+
+    /// <summary>wakeup_softirqd().</summary>
+    public void Wakeup()
+    {
+        if (Volatile.Read(ref _running) == 0 && Interlocked.CompareExchange(ref _running, 1, 0) == 0)
+        {
+            _parker.Unpark();
+        }
+    }
+
+    public void Start(CountdownEvent booted)
+    {
+        _thread = new Thread(() => Main(booted))
+        {
+            Name = $"ksoftirqd/{_cpu.Id}",
+            IsBackground = true,
+        };
+        _thread.Start();
+    }
+
+    public void Stop()
+    {
+        _exit = true;
+        _parker.Unpark();
+    }
+
+    public void Join() => _thread?.Join();
+
+    private void Main(CountdownEvent booted)
+    {
+        ThreadContext.Attach(_ctx);
+        try
+        {
+            _cpu.PlaceCurrentThread(ThreadRole.Ksoftirqd);
+        }
+        finally
+        {
+            booted.Signal();
+        }
+
+        try
+        {
+            while (!_exit && !_cpu.Runtime.IsPanicked)
+            {
+                if (Volatile.Read(ref _running) != 0)
+                {
+                    RunWhilePending();
+                    // Going to sleep: clear TASK_RUNNING, full barrier, re-check (a raise that saw us
+                    // running did not wake us).
+                    Interlocked.Exchange(ref _running, 0);
+                    if (Volatile.Read(ref _cpu.Line.SoftirqPending) != 0)
+                    {
+                        Interlocked.CompareExchange(ref _running, 1, 0);
+                        continue;
+                    }
+                }
+                _parker.Park(-1);
+            }
+        }
+        finally
+        {
+            ThreadContext.Detach();
+        }
+    }
+
+    /// <summary>run_ksoftirqd(), looped while softirqs stay pending, with cond_resched() in between.</summary>
+    private void RunWhilePending()
+    {
+        while (Volatile.Read(ref _cpu.Line.SoftirqPending) != 0 && !_cpu.Runtime.IsPanicked)
+        {
+            _cpu.BhGate.Enter(_ctx);
+            _ctx.PreemptCount += PreemptCount.SoftirqOffset;
+            try
+            {
+                if (Volatile.Read(ref _cpu.Line.SoftirqPending) != 0)
+                {
+                    SoftirqEngine.DoSoftirq(_cpu, _ctx);
+                }
+            }
+            finally
+            {
+                _ctx.PreemptCount -= PreemptCount.SoftirqOffset;
+                _cpu.BhGate.Exit(_ctx);
+            }
+            // cond_resched(): let the other threads of this core (and cpu/N's HI/TASKLET) in.
+            Thread.Yield();
+        }
+    }
+}

@@ -1,0 +1,125 @@
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using DeferRuntime.Cpus;
+
+namespace DeferRuntime.Softirqs;
+
+/// <summary>
+/// kernel/softirq.c: running a CPU's pending softirqs. Whoever runs them holds the CPU's bh gate and
+/// has SOFTIRQ_OFFSET in its preempt_count: cpu/N on irq exit, ksoftirqd/N after an overflow, or any
+/// thread of the CPU whose local_bh_enable() drops the last bh-disable.
+/// </summary>
+/// <remarks>
+/// Ordering: within one pass vectors run lowest first (HI before TIMER ... RCU), each pending bit once.
+/// A pass that leaves new bits pending restarts, at most MAX_SOFTIRQ_RESTART times and within
+/// MAX_SOFTIRQ_TIME, and stops early on need_resched; what is left is handed to ksoftirqd/N.
+/// </remarks>
+internal static class SoftirqEngine
+{
+    /// <summary>
+    /// The pending vectors irq exit may run now: all of them, or only SOFTIRQ_NOW_MASK (HI, TASKLET)
+    /// while ksoftirqd/N is running and the runtime lets it do its job (Linux 4.15 to 6.4).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int RunnableOnIrqExit(VirtualCpu cpu)
+    {
+        int pending = Volatile.Read(ref cpu.Line.SoftirqPending);
+        if (pending != 0 && cpu.Runtime.Options.LetKsoftirqdDoItsJob && cpu.Ksoftirqd.IsRunning && (pending & SoftirqTable.NowMask) == 0)
+        {
+            return 0;
+        }
+        return pending;
+    }
+
+    /// <summary>
+    /// invoke_softirq() on irq exit: runs pending softirqs on cpu/N unless another thread of the CPU
+    /// holds the bh gate (its release runs them) or ksoftirqd owns them.
+    /// </summary>
+    public static bool InvokeOnIrqExit(VirtualCpu cpu, ThreadContext ctx)
+    {
+        if (RunnableOnIrqExit(cpu) == 0 || !cpu.BhGate.TryEnter(ctx))
+        {
+            return false;
+        }
+        ctx.PreemptCount += PreemptCount.SoftirqOffset;
+        try
+        {
+            DoSoftirq(cpu, ctx);
+        }
+        finally
+        {
+            ctx.PreemptCount -= PreemptCount.SoftirqOffset;
+            cpu.BhGate.Exit(ctx);
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// __do_softirq(): swap the pending mask to zero, run each set vector lowest first, restart while new
+    /// bits appear within budget, then wake ksoftirqd/N for the rest. The caller holds the bh gate and
+    /// has SOFTIRQ_OFFSET set.
+    /// </summary>
+    public static void DoSoftirq(VirtualCpu cpu, ThreadContext ctx)
+    {
+        Debug.Assert(ReferenceEquals(cpu.BhGate.Owner, ctx), "__do_softirq without the bh gate");
+        Debug.Assert(ctx.InServingSoftirq, "__do_softirq without SOFTIRQ_OFFSET");
+        var table = cpu.Runtime.Softirqs;
+        long start = Stopwatch.GetTimestamp(); // PERF: one timestamp per call, one per restart, none per handler
+        int restart = SoftirqTable.MaxRestart;
+
+        while (true)
+        {
+            int pending = Interlocked.Exchange(ref cpu.Line.SoftirqPending, 0);
+            while (pending != 0)
+            {
+                int nr = BitOperations.TrailingZeroCount(pending);
+                pending &= pending - 1;
+                cpu.SoftirqCounts[nr]++;
+                RunAction(cpu, ctx, table, nr);
+                cpu.SoftirqCompletions++;
+                if (cpu.Runtime.IsPanicked)
+                {
+                    return;
+                }
+                cpu.PreemptionPoint(ctx);
+            }
+
+            if (Volatile.Read(ref cpu.Line.SoftirqPending) == 0)
+            {
+                return;
+            }
+            if (--restart > 0 && !cpu.NeedResched && Stopwatch.GetTimestamp() - start < SoftirqTable.MaxSoftirqTicks)
+            {
+                continue;
+            }
+            cpu.ClearNeedResched();
+            if (!cpu.Ksoftirqd.IsCurrentThread)
+            {
+                cpu.KsoftirqdWakeups++;
+                cpu.Ksoftirqd.Wakeup();
+            }
+            return;
+        }
+    }
+
+    private static void RunAction(VirtualCpu cpu, ThreadContext ctx, SoftirqTable table, int nr)
+    {
+        int preemptBefore = ctx.PreemptCount;
+        bool irqsOffBefore = ctx.IrqsOff;
+        try
+        {
+            table.Action(nr)!();
+        }
+        catch (Exception e)
+        {
+            cpu.Runtime.ReportFault(cpu, $"softirq {SoftirqTable.Names[nr]}", e);
+        }
+        if (ctx.PreemptCount != preemptBefore || ctx.IrqsOff != irqsOffBefore)
+        {
+            string what = $"softirq {SoftirqTable.Names[nr]}";
+            cpu.RestoreIrqsAfterCallback(ctx, irqsOffBefore, what);
+            cpu.RestoreContextAfterCallback(ctx, preemptBefore, what);
+        }
+    }
+}
