@@ -11,4 +11,6 @@ public enum ThreadRole
     Worker,
     /// <summary><c>irq/L-name</c>: the threaded handler of one irqaction.</summary>
     IrqThread,
+    /// <summary>An application thread bound with <see cref="VirtualCpu.BindCurrentThread"/>: a task of that CPU.</summary>
+    Task,
 }

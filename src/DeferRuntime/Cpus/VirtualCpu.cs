@@ -192,6 +192,26 @@ public sealed partial class VirtualCpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void ExitForeign() => Interlocked.Decrement(ref Line.ForeignInFlight);
 
+    /// <summary>
+    /// kthread_bind(): makes the calling application thread a task of this CPU until the returned binding
+    /// is disposed, so it may use local_bh_disable/enable, local_irq_save/restore and preempt_disable on
+    /// this CPU, and its raises and schedules go here. The thread is not pinned by this call.
+    /// </summary>
+    public CpuBinding BindCurrentThread()
+    {
+        if (ThreadContext.Current is { } existing)
+        {
+            throw new InvalidOperationException($"kthread_bind(): thread '{Thread.CurrentThread.Name}' is already bound to CPU {existing.Cpu.Id}; a thread belongs to one CPU.");
+        }
+        if (Runtime.IsShutDown)
+        {
+            throw new ObjectDisposedException(nameof(Runtime), "kthread_bind(): the runtime has been shut down.");
+        }
+        var ctx = new ThreadContext(this, ThreadRole.Task);
+        ThreadContext.Attach(ctx);
+        return new CpuBinding(ctx);
+    }
+
     // ---- threads ----
 
     internal void Start(CountdownEvent booted)
