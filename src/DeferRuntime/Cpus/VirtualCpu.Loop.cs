@@ -188,23 +188,42 @@ public sealed partial class VirtualCpu
         {
             var next = ((IIntrusiveNode<CallSingleData>)csd).Next;
             ((IIntrusiveNode<CallSingleData>)csd).Next = null;
-            int before = ctx.PreemptCount;
-            csd.Fault = null;
-            try
-            {
-                csd.Invoke();
-            }
-            catch (Exception e)
-            {
-                csd.Fault = e;
-                Runtime.ReportFault(this, "IPI call function", e);
-            }
-            RestoreContextAfterCallback(ctx, before, "IPI call function");
+            csd.Fault = RunCallback(ctx, csd, static c => c.Invoke(), static _ => "IPI call function");
             IpiCalls++;
             HardirqCompletions++;
             csd.Unlock();
             csd = next;
         }
+    }
+
+    /// <summary>
+    /// Runs one user callback (softirq action, tasklet, IPI function) so that it cannot take the CPU
+    /// down: an exception is reported as an oops with <paramref name="describe"/>'s name and returned;
+    /// a callback that returns with a different preempt_count or interrupt state is reported and the
+    /// context put back (the kernel's "huh, entered softirq ... with preempt_count"). The name is only
+    /// built on a fault. PERF: generic over the state so the common path allocates nothing.
+    /// </summary>
+    internal Exception? RunCallback<T>(ThreadContext ctx, T state, Action<T> body, Func<T, string> describe)
+    {
+        int preemptBefore = ctx.PreemptCount;
+        bool irqsOffBefore = ctx.IrqsOff;
+        Exception? fault = null;
+        try
+        {
+            body(state);
+        }
+        catch (Exception e)
+        {
+            fault = e;
+            Runtime.ReportFault(this, describe(state), e);
+        }
+        if (ctx.PreemptCount != preemptBefore || ctx.IrqsOff != irqsOffBefore)
+        {
+            string what = describe(state);
+            RestoreIrqsAfterCallback(ctx, irqsOffBefore, what);
+            RestoreContextAfterCallback(ctx, preemptBefore, what);
+        }
+        return fault;
     }
 
     /// <summary>
@@ -225,7 +244,7 @@ public sealed partial class VirtualCpu
     /// disabled is reported (the kernel's "huh, entered softirq ... with preempt_count") and the context
     /// is put back, so one buggy handler cannot wedge the CPU.
     /// </summary>
-    internal void RestoreContextAfterCallback(ThreadContext ctx, int preemptBefore, string what)
+    private void RestoreContextAfterCallback(ThreadContext ctx, int preemptBefore, string what)
     {
         if (ctx.PreemptCount == preemptBefore)
         {
@@ -243,7 +262,7 @@ public sealed partial class VirtualCpu
     }
 
     /// <summary>Releases an irq gate left held by a callback that entered with interrupts enabled.</summary>
-    internal void RestoreIrqsAfterCallback(ThreadContext ctx, bool irqsOffBefore, string what)
+    private void RestoreIrqsAfterCallback(ThreadContext ctx, bool irqsOffBefore, string what)
     {
         if (ctx.IrqsOff == irqsOffBefore)
         {

@@ -75,23 +75,6 @@ internal static class TaskletAction
         }
     }
 
-    private static void RunOne(VirtualCpu cpu, ThreadContext ctx, Tasklet t)
-    {
-        int preemptBefore = ctx.PreemptCount;
-        bool irqsOffBefore = ctx.IrqsOff;
-        try
-        {
-            t.Invoke(ctx);
-        }
-        catch (Exception e)
-        {
-            cpu.Runtime.ReportFault(cpu, $"tasklet '{t.Name}'", e);
-        }
-        if (ctx.PreemptCount != preemptBefore || ctx.IrqsOff != irqsOffBefore)
-        {
-            string what = $"tasklet '{t.Name}'";
-            cpu.RestoreIrqsAfterCallback(ctx, irqsOffBefore, what);
-            cpu.RestoreContextAfterCallback(ctx, preemptBefore, what);
-        }
-    }
+    private static void RunOne(VirtualCpu cpu, ThreadContext ctx, Tasklet t) =>
+        cpu.RunCallback(ctx, (Tasklet: t, Context: ctx), static s => s.Tasklet.Invoke(s.Context), static s => $"tasklet '{s.Tasklet.Name}'");
 }
