@@ -37,6 +37,7 @@ public sealed class Runtime : IDisposable
     private readonly VirtualCpu[] _cpus; // I
     private readonly int[] _osCoreToCpu; // I: OS core number -> virtual CPU pinned there (ProcessorLocal placement)
     private readonly List<ThreadPlacementReport> _placements = []; // L: _placements
+    private readonly List<CpuBinding> _bindings = []; // L: _bindings; application threads bound with BindCurrentThread
     private int _state; // A: StateRunning / StateStopping / StateStopped
     private int _roundRobin; // A: next CPU under RoundRobin placement
     private volatile KernelPanicException? _panic;
@@ -336,6 +337,35 @@ public sealed class Runtime : IDisposable
         }
     }
 
+    /// <summary>Registers a binding; refused once shutdown has begun (checked under the same lock shutdown takes).</summary>
+    internal void AddBinding(CpuBinding binding)
+    {
+        lock (_bindings)
+        {
+            if (Volatile.Read(ref _state) != StateRunning)
+            {
+                throw new ObjectDisposedException(nameof(Runtime), "kthread_bind(): the runtime has been shut down and accepts no new work.");
+            }
+            _bindings.Add(binding);
+        }
+    }
+
+    internal void RemoveBinding(CpuBinding binding)
+    {
+        lock (_bindings)
+        {
+            _bindings.Remove(binding);
+        }
+    }
+
+    private string[] LiveBindings()
+    {
+        lock (_bindings)
+        {
+            return _bindings.Select(b => $"'{b.ThreadName}' on CPU {b.Cpu.Id}").ToArray();
+        }
+    }
+
     internal void RecordPlacement(ThreadPlacementReport report)
     {
         lock (_placements)
@@ -397,9 +427,16 @@ public sealed class Runtime : IDisposable
                 throw new InvalidOperationException($"Runtime.Dispose() from {Thread.CurrentThread.Name}: a runtime cannot shut down from one of its own threads (it would wait for itself).");
             }
         }
-        if (Interlocked.CompareExchange(ref _state, StateStopping, StateRunning) != StateRunning)
+        if (ThreadContext.Current is { Role: ThreadRole.Task } own && ReferenceEquals(own.Cpu.Runtime, this))
         {
-            return;
+            throw new InvalidOperationException($"Runtime.Dispose() from thread '{Thread.CurrentThread.Name}', which is bound to CPU {own.Cpu.Id}: dispose its CpuBinding first, shutdown waits for every binding.");
+        }
+        lock (_bindings)
+        {
+            if (Interlocked.CompareExchange(ref _state, StateStopping, StateRunning) != StateRunning)
+            {
+                return;
+            }
         }
 
         string? leftOver = _panic is null ? Drain() : null;
@@ -423,6 +460,14 @@ public sealed class Runtime : IDisposable
     {
         long deadline = Stopwatch.GetTimestamp() + (long)(Options.ShutdownTimeout.TotalSeconds * Stopwatch.Frequency);
         var backoff = default(Backoff);
+        while (LiveBindings() is { Length: > 0 } bound)
+        {
+            if (Stopwatch.GetTimestamp() > deadline)
+            {
+                return $"threads still bound with BindCurrentThread (dispose their CpuBinding before shutdown): {string.Join(", ", bound)}";
+            }
+            backoff.Wait();
+        }
         while (_panic is null)
         {
             foreach (var cpu in _cpus)

@@ -206,3 +206,51 @@ public class RuntimeLifecycleTests
         }
     }
 }
+
+public class RuntimeBindingShutdownTests
+{
+    [Fact]
+    public void Shutdown_waits_for_bound_threads_and_then_refuses_new_bindings()
+    {
+        var rt = TestRuntime.Boot(2);
+        long runs = 0;
+        var tasklet = rt.CreateTasklet(_ => Interlocked.Increment(ref runs), "from-bound");
+        using var bound = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var worker = Guarded.Start(() =>
+        {
+            var binding = rt.Cpus[1].BindCurrentThread();
+            bound.Set();
+            Wait.For(release, "the test to start shutdown");
+            tasklet.Schedule(); // still accepted: the binding holds shutdown off
+            binding.Dispose();
+        }, "app-bound");
+        Wait.For(bound, "the binding");
+        var disposer = Guarded.Start(rt.Dispose, "disposer");
+        Wait.Until(() => rt.IsShutDown, "shutdown to begin");
+        Assert.Throws<ObjectDisposedException>(() => rt.Cpus[0].BindCurrentThread());
+        release.Set();
+        worker.Join();
+        disposer.Join();
+        Assert.Equal(1, Interlocked.Read(ref runs));
+    }
+
+    [Fact]
+    public void Shutdown_names_a_binding_that_is_never_released()
+    {
+        var rt = TestRuntime.Boot(1, o => o.ShutdownTimeout = TimeSpan.FromMilliseconds(200));
+        using var release = new ManualResetEventSlim();
+        using var bound = new ManualResetEventSlim();
+        var worker = Guarded.Start(() =>
+        {
+            using var binding = rt.Cpus[0].BindCurrentThread();
+            bound.Set();
+            Wait.For(release, "the end of the test");
+        }, "forgotten");
+        Wait.For(bound, "the binding");
+        var e = Assert.Throws<TimeoutException>(rt.Dispose);
+        Assert.Contains("'forgotten' on CPU 0", e.Message, StringComparison.Ordinal);
+        release.Set();
+        worker.Join();
+    }
+}

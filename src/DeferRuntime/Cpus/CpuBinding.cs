@@ -16,6 +16,9 @@ public sealed class CpuBinding : IDisposable
         _thread = Thread.CurrentThread;
     }
 
+    /// <summary>The name of the bound thread, for shutdown reports.</summary>
+    public string ThreadName => _thread.Name ?? $"managed thread {_thread.ManagedThreadId}";
+
     /// <summary>The CPU the thread is bound to.</summary>
     public VirtualCpu Cpu => _context.Cpu;
 
@@ -36,5 +39,6 @@ public sealed class CpuBinding : IDisposable
         }
         _disposed = true;
         ThreadContext.Detach();
+        Cpu.Runtime.RemoveBinding(this);
     }
 }

@@ -195,7 +195,10 @@ public sealed partial class VirtualCpu
     /// <summary>
     /// kthread_bind(): makes the calling application thread a task of this CPU until the returned binding
     /// is disposed, so it may use local_bh_disable/enable, local_irq_save/restore and preempt_disable on
-    /// this CPU, and its raises and schedules go here. The thread is not pinned by this call.
+    /// this CPU, and its raises and schedules go here. The thread is not pinned by this call. Like a
+    /// kthread at module unload, a binding must be released before the runtime shuts down: shutdown
+    /// refuses new bindings and waits for the live ones, since their requests bypass the checks that
+    /// stop threads of no CPU.
     /// </summary>
     public CpuBinding BindCurrentThread()
     {
@@ -203,13 +206,11 @@ public sealed partial class VirtualCpu
         {
             throw new InvalidOperationException($"kthread_bind(): thread '{Thread.CurrentThread.Name}' is already bound to CPU {existing.Cpu.Id}; a thread belongs to one CPU.");
         }
-        if (Runtime.IsShutDown)
-        {
-            throw new ObjectDisposedException(nameof(Runtime), "kthread_bind(): the runtime has been shut down.");
-        }
         var ctx = new ThreadContext(this, ThreadRole.Task);
+        var binding = new CpuBinding(ctx);
+        Runtime.AddBinding(binding);
         ThreadContext.Attach(ctx);
-        return new CpuBinding(ctx);
+        return binding;
     }
 
     // ---- threads ----
