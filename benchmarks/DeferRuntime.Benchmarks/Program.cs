@@ -1,1 +1,21 @@
-﻿Console.WriteLine("Hello, World!");
+using BenchmarkDotNet.Running;
+using DeferRuntime.Benchmarks.Latency;
+
+namespace DeferRuntime.Benchmarks;
+
+/// <summary>
+/// <c>dotnet run -c Release --project benchmarks/DeferRuntime.Benchmarks -- [BenchmarkDotNet args]</c>, or
+/// <c>-- latency [options]</c> for the one-way latency percentiles (see <see cref="LatencyMode"/>).
+/// </summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        if (args.Length > 0 && args[0] == "latency")
+        {
+            return LatencyMode.Run(args.AsSpan(1));
+        }
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+        return 0;
+    }
+}

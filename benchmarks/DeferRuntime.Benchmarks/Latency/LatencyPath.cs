@@ -1,0 +1,207 @@
+using System.Threading.Channels;
+using DeferRuntime.Benchmarks.Support;
+using DeferRuntime.Softirqs;
+using DeferRuntime.Tasklets;
+
+namespace DeferRuntime.Benchmarks.Latency;
+
+/// <summary>
+/// One way of deferring a callback from the producer (a thread of no CPU on core P) to core C, as
+/// <see cref="ForeignHandoffBenchmarks"/> lays it out: <see cref="Start"/> builds the consumer side,
+/// <see cref="Send"/> is the producer's request (allocation-free), Dispose tears it down.
+/// </summary>
+internal abstract class LatencyPath : IDisposable
+{
+    public abstract string Name { get; }
+
+    public abstract void Start(LatencyProbe probe);
+
+    public abstract void Send();
+
+    public abstract void Dispose();
+
+    /// <summary>Every path, in report order.</summary>
+    public static LatencyPath[] All() =>
+    [
+        new FloorPath(),
+        new TaskletPath(),
+        new SoftirqPath(),
+        new ThreadPoolPath(),
+        new ChannelSpinningPath(),
+        new ChannelAwaitingPath(),
+    ];
+}
+
+/// <summary>The floor: a bare store to a line a pinned thread on core C spins on (no pause), no queue at all.</summary>
+internal sealed class FloorPath : LatencyPath
+{
+    private PaddedCounter _request; // written by the producer only
+    private Thread? _consumer;
+    private volatile bool _stop;
+
+    public override string Name => "floor: store to a line a pinned thread spins on";
+
+    public override void Start(LatencyProbe probe)
+    {
+        _consumer = ForeignTopology.StartConsumer("floor spinner", () =>
+        {
+            long seen = 0;
+            while (!_stop)
+            {
+                long now = Volatile.Read(ref _request.Value);
+                if (now != seen)
+                {
+                    seen = now;
+                    probe.OnCallback();
+                }
+            }
+        });
+    }
+
+    public override void Send() => Volatile.Write(ref _request.Value, _request.Value + 1);
+
+    public override void Dispose()
+    {
+        _stop = true;
+        _consumer?.Join();
+    }
+}
+
+/// <summary>tasklet_schedule() from a thread of no CPU to a one-CPU runtime polling on core C.</summary>
+internal sealed class TaskletPath : LatencyPath
+{
+    private Runtime? _runtime;
+    private Tasklet? _tasklet;
+
+    public override string Name => "DeferRuntime: foreign tasklet_schedule -> cpu/0 (Poll)";
+
+    public override void Start(LatencyProbe probe)
+    {
+        _runtime = ForeignTopology.BootRemoteCpu(IdlePolicy.Poll);
+        _tasklet = _runtime.CreateTasklet(_ => probe.OnCallback(), "latency");
+    }
+
+    public override void Send() => _tasklet!.Schedule();
+
+    public override void Dispose() => _runtime?.Dispose();
+}
+
+/// <summary>raise_softirq(NET_RX) from a thread of no CPU to a one-CPU runtime polling on core C.</summary>
+internal sealed class SoftirqPath : LatencyPath
+{
+    private Runtime? _runtime;
+
+    public override string Name => "DeferRuntime: foreign raise_softirq -> cpu/0 (Poll)";
+
+    public override void Start(LatencyProbe probe)
+    {
+        _runtime = ForeignTopology.BootRemoteCpu(IdlePolicy.Poll);
+        _runtime.OpenSoftirq(SoftirqVector.NetRx, probe.OnCallback);
+    }
+
+    public override void Send() => _runtime!.RaiseSoftirq(SoftirqVector.NetRx);
+
+    public override void Dispose() => _runtime?.Dispose();
+}
+
+/// <summary>ThreadPool.UnsafeQueueUserWorkItem with a pre-allocated work item (workers unpinned).</summary>
+internal sealed class ThreadPoolPath : LatencyPath
+{
+    private ProbeWorkItem? _item;
+
+    public override string Name => "peer: ThreadPool.UnsafeQueueUserWorkItem";
+
+    public override void Start(LatencyProbe probe)
+    {
+        _item = new ProbeWorkItem(probe);
+    }
+
+    public override void Send() => ThreadPool.UnsafeQueueUserWorkItem(_item!, preferLocal: false);
+
+    public override void Dispose()
+    {
+    }
+}
+
+/// <summary>An unbounded single-reader Channel read by a dedicated thread pinned to core C, spinning on TryRead with Thread.SpinWait(1).</summary>
+internal sealed class ChannelSpinningPath : LatencyPath
+{
+    private readonly Channel<IThreadPoolWorkItem> _channel = Channel.CreateUnbounded<IThreadPoolWorkItem>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private ProbeWorkItem? _item;
+    private Thread? _consumer;
+    private volatile bool _stop;
+
+    public override string Name => "peer: Channel, dedicated spinning reader";
+
+    public override void Start(LatencyProbe probe)
+    {
+        _item = new ProbeWorkItem(probe);
+        var reader = _channel.Reader;
+        _consumer = ForeignTopology.StartConsumer("spinning reader", () =>
+        {
+            while (!_stop)
+            {
+                if (reader.TryRead(out var item))
+                {
+                    item.Execute();
+                }
+                else
+                {
+                    Thread.SpinWait(1);
+                }
+            }
+        });
+    }
+
+    public override void Send() => _channel.Writer.TryWrite(_item!);
+
+    public override void Dispose()
+    {
+        _stop = true;
+        _consumer?.Join();
+    }
+}
+
+/// <summary>An unbounded single-reader Channel read by an async loop on the thread pool (await WaitToReadAsync).</summary>
+internal sealed class ChannelAwaitingPath : LatencyPath
+{
+    private readonly Channel<IThreadPoolWorkItem> _channel = Channel.CreateUnbounded<IThreadPoolWorkItem>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private ProbeWorkItem? _item;
+    private Task? _consumer;
+
+    public override string Name => "peer: Channel, await WaitToReadAsync reader";
+
+    public override void Start(LatencyProbe probe)
+    {
+        _item = new ProbeWorkItem(probe);
+        var reader = _channel.Reader;
+        _consumer = Task.Run(async () =>
+        {
+            while (await reader.WaitToReadAsync().ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var item))
+                {
+                    item.Execute();
+                }
+            }
+        });
+    }
+
+    public override void Send() => _channel.Writer.TryWrite(_item!);
+
+    public override void Dispose()
+    {
+        _channel.Writer.Complete();
+        _consumer?.Wait();
+    }
+}
+
+/// <summary>The peers' pre-allocated callback: reports to the probe.</summary>
+internal sealed class ProbeWorkItem(LatencyProbe probe) : IThreadPoolWorkItem
+{
+    public void Execute()
+    {
+        ThreadAffinity.WidenPoolThread();
+        probe.OnCallback();
+    }
+}
