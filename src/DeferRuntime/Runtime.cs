@@ -41,6 +41,7 @@ public sealed class Runtime : IDisposable
     private int _state; // A: StateRunning / StateStopping / StateStopped
     private int _roundRobin; // A: next CPU under RoundRobin placement
     private volatile KernelPanicException? _panic;
+    private readonly ManualResetEventSlim _stopped = new(); // set when Dispose has joined every thread
 
     private Runtime(RuntimeOptions options)
     {
@@ -132,6 +133,7 @@ public sealed class Runtime : IDisposable
         var ctx = ThreadContext.Current;
         if (ctx is not null && ReferenceEquals(ctx.Cpu.Runtime, this))
         {
+            ThrowIfStoppedForTask(ctx, "raise_softirq()");
             RaiseLocal(ctx, nr);
             return;
         }
@@ -226,6 +228,7 @@ public sealed class Runtime : IDisposable
         var backoff = default(Backoff);
         while (csd.IsBusy)
         {
+            ThrowIfDead("smp_call_function_single()");
             backoff.Wait();
         }
         if (csd.Fault is { } fault)
@@ -245,7 +248,11 @@ public sealed class Runtime : IDisposable
         var target = CpuAt(cpu, "smp_call_function_single_async()");
         var ctx = ThreadContext.Current;
         bool bound = ctx is not null && ReferenceEquals(ctx.Cpu.Runtime, this);
-        if (!bound)
+        if (bound)
+        {
+            ThrowIfStoppedForTask(ctx!, "smp_call_function_single_async()");
+        }
+        else
         {
             EnterForeignOn(target, "smp_call_function_single_async()");
         }
@@ -304,6 +311,32 @@ public sealed class Runtime : IDisposable
         if (Volatile.Read(ref _state) != StateRunning || _panic is not null)
         {
             cpu.ExitForeign();
+            ThrowIfUnusable(caller);
+        }
+    }
+
+    /// <summary>
+    /// For waits on the runtime's threads (a synchronous IPI, tasklet_kill, tasklet_disable): once the
+    /// runtime has panicked or stopped, nothing will ever finish what is waited for, so say so.
+    /// </summary>
+    internal void ThrowIfDead(string caller)
+    {
+        if (_panic is { } panic)
+        {
+            throw new KernelPanicException(panic.Fault);
+        }
+        if (IsStopped)
+        {
+            throw new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime has stopped; what it waits for will never run.");
+        }
+    }
+
+    /// <summary>Requests from an application thread still bound after shutdown (its binding leaked) are refused.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void ThrowIfStoppedForTask(ThreadContext ctx, string caller)
+    {
+        if (ctx.Role == ThreadRole.Task && Volatile.Read(ref _state) == StateStopped)
+        {
             ThrowIfUnusable(caller);
         }
     }
@@ -435,20 +468,30 @@ public sealed class Runtime : IDisposable
         {
             if (Interlocked.CompareExchange(ref _state, StateStopping, StateRunning) != StateRunning)
             {
+                // Another thread is shutting down (or has): return when it is done, not before.
+                _stopped.Wait();
                 return;
             }
         }
 
-        string? leftOver = _panic is null ? Drain() : null;
-        foreach (var cpu in _cpus)
+        string? leftOver;
+        try
         {
-            cpu.Stop();
+            leftOver = _panic is null ? Drain() : null;
+            foreach (var cpu in _cpus)
+            {
+                cpu.Stop();
+            }
+            foreach (var cpu in _cpus)
+            {
+                cpu.Join();
+            }
         }
-        foreach (var cpu in _cpus)
+        finally
         {
-            cpu.Join();
+            Volatile.Write(ref _state, StateStopped);
+            _stopped.Set();
         }
-        Volatile.Write(ref _state, StateStopped);
         if (leftOver is not null)
         {
             throw new TimeoutException($"Runtime shutdown: work still pending after {Options.ShutdownTimeout.TotalSeconds:0.#} s was abandoned: {leftOver}");
@@ -458,16 +501,23 @@ public sealed class Runtime : IDisposable
     /// <summary>Waits until every CPU is quiescent and no handler finished while that was being checked.</summary>
     private string? Drain()
     {
-        long deadline = Stopwatch.GetTimestamp() + (long)(Options.ShutdownTimeout.TotalSeconds * Stopwatch.Frequency);
+        long timeout = (long)(Options.ShutdownTimeout.TotalSeconds * Stopwatch.Frequency);
+        long deadline = Stopwatch.GetTimestamp() + timeout;
         var backoff = default(Backoff);
+        string? leakedBindings = null;
         while (LiveBindings() is { Length: > 0 } bound)
         {
             if (Stopwatch.GetTimestamp() > deadline)
             {
-                return $"threads still bound with BindCurrentThread (dispose their CpuBinding before shutdown): {string.Join(", ", bound)}";
+                leakedBindings = $"threads still bound with BindCurrentThread (dispose their CpuBinding before shutdown): {string.Join(", ", bound)}";
+                break;
             }
             backoff.Wait();
         }
+
+        // Drain what was accepted even when a binding leaked: the rest of the work must not be lost.
+        deadline = Stopwatch.GetTimestamp() + timeout;
+        backoff = default;
         while (_panic is null)
         {
             foreach (var cpu in _cpus)
@@ -478,15 +528,16 @@ public sealed class Runtime : IDisposable
             bool quiet = _cpus.All(c => c.IsQuiescent);
             if (quiet && CompletionSum() == before)
             {
-                return null;
+                return leakedBindings;
             }
             if (Stopwatch.GetTimestamp() > deadline)
             {
-                return string.Join("; ", _cpus.Where(c => !c.IsQuiescent).Select(DescribePending));
+                string pending = string.Join("; ", _cpus.Where(c => !c.IsQuiescent).Select(DescribePending));
+                return leakedBindings is null ? pending : $"{leakedBindings}; {pending}";
             }
             backoff.Wait();
         }
-        return null;
+        return leakedBindings;
     }
 
     private long CompletionSum()

@@ -254,3 +254,57 @@ public class RuntimeBindingShutdownTests
         worker.Join();
     }
 }
+
+public class RuntimeReviewRegressionTests
+{
+    [Fact]
+    public void Tasklet_disable_is_refused_in_atomic_context()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var tasklet = rt.CreateTasklet(_ => { }, "t");
+        rt.Bound(0, () =>
+        {
+            using (CpuContext.LocalIrqSave())
+            {
+                var e = Assert.Throws<InvalidOperationException>(tasklet.Disable);
+                Assert.Contains("atomic context", e.Message, StringComparison.Ordinal);
+                Assert.Contains("DisableNoSync", e.Message, StringComparison.Ordinal);
+            }
+        });
+        Exception? fromIrq = null;
+        rt.OnCpu(1, () => fromIrq = Record.Exception(tasklet.Disable));
+        Assert.Contains("atomic context", fromIrq!.Message, StringComparison.Ordinal);
+        Assert.False(tasklet.IsDisabled, "a refused disable leaves the count alone");
+    }
+
+    [Fact]
+    public void Waits_on_a_panicked_runtime_throw_instead_of_hanging()
+    {
+        var rt = TestRuntime.Boot(1, o => o.PanicOnOops = true);
+        var parked = rt.CreateTasklet(_ => { }, "parked");
+        parked.Disable();
+        parked.Schedule(); // stays SCHED: Kill would wait for it forever
+        rt.CreateTasklet(_ => throw new InvalidOperationException("BUG"), "fatal").Schedule();
+        Wait.Until(() => rt.Panic is not null, "the panic");
+        Assert.Throws<KernelPanicException>(parked.Kill);
+        Assert.Throws<KernelPanicException>(() => rt.SmpCallFunctionSingle(0, () => { }));
+        rt.Dispose();
+    }
+
+    [Fact]
+    public void Concurrent_disposes_both_return_after_the_threads_are_gone()
+    {
+        var rt = TestRuntime.Boot(2);
+        var tasklets = Enumerable.Range(0, 500).Select(i => rt.CreateTasklet(_ => Thread.SpinWait(100), $"t{i}")).ToArray();
+        foreach (var t in tasklets)
+        {
+            t.Schedule();
+        }
+        var a = Guarded.Start(rt.Dispose, "dispose-a");
+        var b = Guarded.Start(rt.Dispose, "dispose-b");
+        a.Join();
+        b.Join();
+        Assert.All(tasklets, t => Assert.Equal(1, t.RunCount));
+        Assert.Throws<ObjectDisposedException>(() => tasklets[0].Schedule());
+    }
+}

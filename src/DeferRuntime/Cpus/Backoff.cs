@@ -29,7 +29,7 @@ internal struct Backoff
         }
         else
         {
-            Thread.Sleep(1);
+            Platform.Nap.Short();
         }
         _round++;
     }

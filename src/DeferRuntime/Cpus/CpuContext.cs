@@ -147,23 +147,29 @@ public static class CpuContext
 
         // The last bh-disable of this thread, not serving a softirq: run what is pending before the gate
         // is let go, in this thread, as __local_bh_enable_ip() does.
-        if (SoftirqEngine.RunnableOnIrqExit(cpu) != 0)
+        try
         {
-            ctx.PreemptCount += PreemptCount.SoftirqOffset - PreemptCount.SoftirqDisableOffset;
-            try
+            if (SoftirqEngine.RunnableOnIrqExit(cpu) != 0)
             {
-                SoftirqEngine.DoSoftirq(cpu, ctx);
+                ctx.PreemptCount += PreemptCount.SoftirqOffset - PreemptCount.SoftirqDisableOffset;
+                try
+                {
+                    SoftirqEngine.DoSoftirq(cpu, ctx);
+                }
+                finally
+                {
+                    ctx.PreemptCount -= PreemptCount.SoftirqOffset;
+                }
             }
-            finally
+            else
             {
-                ctx.PreemptCount -= PreemptCount.SoftirqOffset;
+                ctx.PreemptCount -= PreemptCount.SoftirqDisableOffset;
             }
         }
-        else
+        finally
         {
-            ctx.PreemptCount -= PreemptCount.SoftirqDisableOffset;
+            cpu.BhGate.Exit(ctx);
         }
-        cpu.BhGate.Exit(ctx);
         if (!ctx.IsCpuThread)
         {
             cpu.AfterBhGateRelease();

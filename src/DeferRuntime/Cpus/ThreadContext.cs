@@ -30,6 +30,9 @@ internal sealed class ThreadContext
     /// <summary>True while this thread holds its CPU's irq gate (local interrupts disabled).</summary>
     public bool IrqsOff;
 
+    /// <summary>The worker pool to tell when this thread blocks and resumes (workers only), or null.</summary>
+    public Locking.ISleepNotifier? SleepNotifier;
+
     /// <summary>The context of the calling thread, or null if it is bound to no CPU.</summary>
     public static ThreadContext? Current
     {

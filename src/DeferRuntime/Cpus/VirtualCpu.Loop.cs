@@ -58,6 +58,11 @@ public sealed partial class VirtualCpu
         (AnyIrqPending() && !IrqGate.IsHeld) ||
         (SoftirqEngine.RunnableOnIrqExit(this) != 0 && !BhGate.IsHeld);
 
+    /// <summary>Pending work that someone else's release or ksoftirqd will hand over.</summary>
+    private bool HasGatedWork() =>
+        (AnyIrqPending() && IrqGate.IsHeld) ||
+        Volatile.Read(ref Line.SoftirqPending) != 0;
+
     private void Idle()
     {
         var policy = Runtime.Options.IdlePolicy;
@@ -90,6 +95,13 @@ public sealed partial class VirtualCpu
             if (HasWorkForCpuThread())
             {
                 return true;
+            }
+            if (policy == IdlePolicy.Poll && HasGatedWork())
+            {
+                // Work waits behind a gate another thread of this CPU holds (or ksoftirqd owns it). That
+                // holder may share our core at a lower priority and our spinning would only delay it; its
+                // release kicks us, so park even under idle=poll (DESIGN §5).
+                return false;
             }
             Thread.SpinWait(16);
             if ((i & 63) == 0)
@@ -270,16 +282,14 @@ public sealed partial class VirtualCpu
         }
         Runtime.ReportFault(this, what, new InvalidOperationException(
             $"{what} on CPU {Id} returned with interrupts {(ctx.IrqsOff ? "disabled" : "enabled")}: an unbalanced local_irq_save/restore in the callback; the state was restored"));
+        // Only "left disabled" can happen: callbacks that run with interrupts disabled (hard IRQ, IPI)
+        // cannot enable them (EnableIrqs refuses hardirq context), so there is nothing to re-take.
+        Debug.Assert(ctx.IrqsOff, "a callback re-enabled interrupts it was entered with disabled");
         if (ctx.IrqsOff)
         {
             ctx.IrqsOff = false;
             IrqGate.Exit(ctx);
             AfterIrqGateRelease(ctx);
-        }
-        else
-        {
-            IrqGate.Enter(ctx);
-            ctx.IrqsOff = true;
         }
     }
 

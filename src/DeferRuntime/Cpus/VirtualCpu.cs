@@ -248,13 +248,18 @@ public sealed partial class VirtualCpu
     /// True when nothing is pending or in flight on this CPU: no vector, softirq, tasklet or call
     /// pending, both gates free, ksoftirqd asleep and no foreign caller mid-request.
     /// </summary>
+    /// <remarks>
+    /// The in-flight count is read first: once it reads 0 with shutdown's state already written, every
+    /// earlier foreign request has published its work (and is seen below), and every later one is refused.
+    /// Read last, a request could publish after its work was checked and leave before the count was.
+    /// </remarks>
     internal bool IsQuiescent =>
+        Volatile.Read(ref Line.ForeignInFlight) == 0 &&
         !AnyIrqPending() &&
         Volatile.Read(ref Line.SoftirqPending) == 0 &&
         Volatile.Read(ref Line.TaskletHead) is null &&
         Volatile.Read(ref Line.HiTaskletHead) is null &&
         Volatile.Read(ref Line.CallHead) is null &&
-        Volatile.Read(ref Line.ForeignInFlight) == 0 &&
         !IrqGate.IsHeld &&
         !BhGate.IsHeld &&
         !Ksoftirqd.IsRunning;

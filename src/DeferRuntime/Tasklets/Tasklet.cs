@@ -27,7 +27,6 @@ public sealed class Tasklet : IIntrusiveNode<Tasklet>
     private int _state; // A: Sched | Run
     private int _count; // A: disable nesting
     private Tasklet? _next; // A: owned by the list the tasklet is on (it is on at most one: SCHED)
-    private ThreadContext? _runner; // RUN holder: the thread running the callback, for self-deadlock checks
     private long _runs; // RUN holder
 
     internal Tasklet(Runtime runtime, Action<Tasklet> callback, string? name)
@@ -76,6 +75,7 @@ public sealed class Tasklet : IIntrusiveNode<Tasklet>
         if (ctx is not null && ReferenceEquals(ctx.Cpu.Runtime, Runtime))
         {
             // A thread of this runtime: the CPU it is bound to, as the kernel's this_cpu.
+            Runtime.ThrowIfStoppedForTask(ctx, caller);
             if ((Interlocked.Or(ref _state, Sched) & Sched) == 0)
             {
                 QueuedHi = hi;
@@ -111,12 +111,16 @@ public sealed class Tasklet : IIntrusiveNode<Tasklet>
         Interlocked.Increment(ref _count);
     }
 
-    /// <summary>tasklet_disable(): stop it from running and wait for a running instance to finish.</summary>
+    /// <summary>
+    /// tasklet_disable(): stop it from running and wait for a running instance to finish. The wait may
+    /// sleep (as in Linux 6.x), so it is refused in atomic context: use <see cref="DisableNoSync"/> there.
+    /// </summary>
     public void Disable()
     {
-        ThrowIfOwnCallback("tasklet_disable()", "use DisableNoSync() inside the callback");
+        // Its own callback runs in softirq context, so this also refuses a tasklet waiting for itself.
+        ThrowIfAtomic("tasklet_disable()", "use DisableNoSync() there");
         Interlocked.Increment(ref _count);
-        WaitWhileRunning();
+        WaitWhileRunning("tasklet_disable()");
     }
 
     /// <summary>
@@ -152,42 +156,39 @@ public sealed class Tasklet : IIntrusiveNode<Tasklet>
     /// </summary>
     public void Kill()
     {
-        var ctx = ThreadContext.Current;
-        if (ctx is not null && (ctx.PreemptCount != 0 || ctx.IrqsOff))
-        {
-            throw new InvalidOperationException($"tasklet_kill() on tasklet '{Name}' from atomic context ({ctx.Describe()}): it waits for the tasklet to run and finish, and must be called from process context.");
-        }
-        ThrowIfOwnCallback("tasklet_kill()", "a tasklet cannot wait for itself");
+        ThrowIfAtomic("tasklet_kill()", "it waits for the tasklet to run and finish, and must be called from process context");
 
         // Take SCHED ourselves; while someone else holds it, the scheduled instance has yet to run.
         var backoff = default(Backoff);
         while ((Interlocked.Or(ref _state, Sched) & Sched) != 0)
         {
-            backoff.Wait();
-            while ((Volatile.Read(ref _state) & Sched) != 0)
+            do
             {
+                Runtime.ThrowIfDead("tasklet_kill()");
                 backoff.Wait();
             }
+            while ((Volatile.Read(ref _state) & Sched) != 0);
         }
-        WaitWhileRunning();
+        WaitWhileRunning("tasklet_kill()");
         Interlocked.And(ref _state, ~Sched);
     }
 
-    private void WaitWhileRunning()
+    private void WaitWhileRunning(string caller)
     {
         var backoff = default(Backoff);
         while ((Volatile.Read(ref _state) & Run) != 0)
         {
+            Runtime.ThrowIfDead(caller);
             backoff.Wait();
         }
     }
 
-    private void ThrowIfOwnCallback(string caller, string advice)
+    private void ThrowIfAtomic(string caller, string advice)
     {
         var ctx = ThreadContext.Current;
-        if (ctx is not null && ReferenceEquals(Volatile.Read(ref _runner), ctx))
+        if ((ctx is not null && (ctx.PreemptCount != 0 || ctx.IrqsOff)) || Locking.LockThreadState.Current.SpinDepth != 0)
         {
-            throw new InvalidOperationException($"{caller} on tasklet '{Name}' from its own callback would wait for itself forever: {advice}.");
+            throw new InvalidOperationException($"{caller} on tasklet '{Name}' from atomic context ({ctx?.Describe() ?? "a spinlock held"}): {advice}.");
         }
     }
 
@@ -207,16 +208,14 @@ public sealed class Tasklet : IIntrusiveNode<Tasklet>
 
     internal bool IsEnabled => Volatile.Read(ref _count) == 0;
 
-    internal void Invoke(ThreadContext ctx)
+    internal void Invoke()
     {
-        _runner = ctx;
         try
         {
             _callback(this);
         }
         finally
         {
-            _runner = null;
             _runs++;
         }
     }

@@ -76,5 +76,5 @@ internal static class TaskletAction
     }
 
     private static void RunOne(VirtualCpu cpu, ThreadContext ctx, Tasklet t) =>
-        cpu.RunCallback(ctx, (Tasklet: t, Context: ctx), static s => s.Tasklet.Invoke(s.Context), static s => $"tasklet '{s.Tasklet.Name}'");
+        cpu.RunCallback(ctx, t, static t => t.Invoke(), static t => $"tasklet '{t.Name}'");
 }

@@ -155,7 +155,7 @@ public class TaskletTests
         {
             try
             {
-                t.Disable(); // waiting for itself would hang: refused
+                t.Disable(); // waiting for itself would hang: refused (a callback is atomic context)
             }
             catch (InvalidOperationException e)
             {
@@ -181,7 +181,7 @@ public class TaskletTests
 
         Assert.True(disableReturned > callbackFinished, "tasklet_disable() returned before the running instance finished");
         Assert.NotNull(fromCallback);
-        Assert.Contains("its own callback", fromCallback!.Message, StringComparison.Ordinal);
+        Assert.Contains("atomic context", fromCallback!.Message, StringComparison.Ordinal);
         tasklet.Enable();
     }
 
