@@ -114,3 +114,13 @@ internal sealed record ContextSnapshot(bool InIrq, bool InSoftirq, bool InServin
         CpuContext.InIrq, CpuContext.InSoftirq, CpuContext.InServingSoftirq, CpuContext.InInterrupt,
         CpuContext.InAtomic, CpuContext.IrqsDisabled, CpuContext.CurrentCpuId, System.Threading.Thread.CurrentThread.Name);
 }
+
+/// <summary>
+/// Tests whose invariant is about who gets a shared resource (fairness) run alone: unrelated tests
+/// loading the same cores would deschedule the contenders and measure the machine, not the lock.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class RunsAlone
+{
+    public const string Name = "runs alone";
+}

@@ -121,7 +121,7 @@ public sealed class KernelMutex : IDisposable
         var state = LockThreadState.Current;
         if (ReferenceEquals(Volatile.Read(ref _owner), state))
         {
-            _map.Acquire(this, state); // reports the recursion to the validator first, when one is on
+            _map.Report(this, state); // tells the validator first, when one is on
             throw new InvalidOperationException($"{caller} of '{Name}' by thread '{Thread.CurrentThread.Name}', which already owns it: kernel mutexes are not recursive and this would deadlock.");
         }
         _map.Acquire(this, state);

@@ -22,11 +22,13 @@ namespace DeferRuntime.Locking;
 /// </remarks>
 public sealed class KernelSpinlock : IDisposable
 {
-    // Tuned on the 2-core development machine: spinning ~10-20 µs covers a critical section of a busy
-    // holder on the other core; past that the holder is most likely descheduled and spinning only
-    // delays it, so yield, and after a few yields nap so that a lower-priority holder runs.
+    // Tuned on the 2-core development machine. Only the next ticket in line spins: ~10-20 µs covers the
+    // critical section of a busy holder on the other core. Waiters further back, and the next one once
+    // its spin budget is gone, yield: with more lockers than cores the thread whose turn comes is often
+    // not running, and yielding is what lets it run. Only after many yields does a waiter nap, which is
+    // what lets a holder of lower OS priority on the same core finish (a yield does not).
     private const int SpinIterations = 2048;
-    private const int YieldIterations = 32;
+    private const int YieldIterations = 1024;
 
     private int _next;   // A: ticket dispenser (Interlocked.Increment by lockers)
     private int _owner;  // A: ticket being served; written by the holder (release) only
@@ -240,22 +242,24 @@ public sealed class KernelSpinlock : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void WaitForTurn(int ticket)
     {
-        int round = 0;
-        while (Volatile.Read(ref _owner) != ticket)
+        int spins = 0, yields = 0;
+        int owner;
+        while ((owner = Volatile.Read(ref _owner)) != ticket)
         {
-            if (round < SpinIterations)
+            if (ticket - owner == 1 && spins < SpinIterations)
             {
                 Thread.SpinWait(4);
+                spins++;
             }
-            else if (round < SpinIterations + YieldIterations)
+            else if (yields < YieldIterations)
             {
                 Thread.Yield();
+                yields++;
             }
             else
             {
                 Nap.Short();
             }
-            round++;
         }
     }
 

@@ -137,24 +137,26 @@ public sealed class LockValidator
             }
 
             // Usage: in which contexts this class is taken.
+            // As lockdep's mark_usage(): USED_IN_* by context; ENABLED_* only with hard interrupts on
+            // (with them off no softirq can run either), ENABLED_SOFTIRQ also needs softirqs enabled.
             var usage = LockUsage.None;
             bool inHardirq = ctx?.InHardirq ?? false;
-            bool inServingSoftirq = ctx?.InServingSoftirq ?? false;
+            bool irqsOn = !inHardirq && !(ctx?.IrqsOff ?? false);
             if (inHardirq)
             {
                 usage |= LockUsage.UsedInHardirq;
             }
-            else if (!(ctx?.IrqsOff ?? false))
-            {
-                usage |= LockUsage.EnabledHardirq;
-            }
-            if (inServingSoftirq)
+            if (ctx?.InServingSoftirq ?? false)
             {
                 usage |= LockUsage.UsedInSoftirq;
             }
-            else if (!inHardirq && ((ctx?.PreemptCount ?? 0) & PreemptCount.SoftirqMask) == 0)
+            if (irqsOn)
             {
-                usage |= LockUsage.EnabledSoftirq;
+                usage |= LockUsage.EnabledHardirq;
+                if (((ctx?.PreemptCount ?? 0) & PreemptCount.SoftirqMask) == 0)
+                {
+                    usage |= LockUsage.EnabledSoftirq;
+                }
             }
             MarkUsage(found, cls, usage, where);
         }

@@ -22,11 +22,16 @@ internal readonly struct LockdepMap
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Acquire(object lockObject, LockThreadState state, bool read = false, bool trylock = false)
     {
-        if (Class is { } cls && cls.Validator.Acquire(cls, lockObject, Name, state, read, trylock))
+        if (Report(lockObject, state, read, trylock))
         {
             ThrowSelfDeadlock();
         }
     }
+
+    /// <summary>As <see cref="Acquire"/> without the refusal: true when it is a certain self-deadlock (the caller throws its own error).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Report(object lockObject, LockThreadState state, bool read = false, bool trylock = false) =>
+        Class is { } cls && cls.Validator.Acquire(cls, lockObject, Name, state, read, trylock);
 
     /// <summary>lock_release(): pops the lock from the thread's held stack; releasing a lock not held is refused.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
