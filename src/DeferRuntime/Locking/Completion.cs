@@ -14,7 +14,7 @@ public sealed class Completion
     private const int CompletedAll = int.MaxValue; // UINT_MAX in the kernel: complete_all()
 
     private readonly Lock _lock = new();
-    private int _done; // L: _lock
+    private int _done; // L: _lock (read without it only as a hint while spinning)
     private WaitList _waiters; // L: _lock
 
     /// <summary>complete(): wakes one waiter, or lets the next wait through at once.</summary>
@@ -102,15 +102,30 @@ public sealed class Completion
 
     private readonly record struct Timed(WaitResult Result, long DeadlineTicks);
 
+    // A completion that arrives within a few microseconds is caught by spinning, which costs the
+    // completer no wake-up; ManualResetEventSlim does the same. Past that the waiter sleeps.
+    private const int SpinRounds = 64;
+
     private Timed Wait(string caller, long deadline, CancellationToken cancellation)
     {
         MightSleep.Check(caller);
-        lock (_lock)
+        for (int i = 0; i <= SpinRounds; i++)
         {
-            if (TryConsume())
+            if (Volatile.Read(ref _done) != 0)
             {
-                return new Timed(WaitResult.Done, deadline);
+                lock (_lock)
+                {
+                    if (TryConsume())
+                    {
+                        return new Timed(WaitResult.Done, deadline);
+                    }
+                }
             }
+            if (deadline != long.MaxValue || cancellation.CanBeCanceled)
+            {
+                break; // timed and interruptible waits go straight to the checks below
+            }
+            Thread.SpinWait(8);
         }
         var node = WaitNode.Current;
         lock (_lock)
