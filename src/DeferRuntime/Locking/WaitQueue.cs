@@ -71,11 +71,14 @@ public sealed class WaitQueue
     /// <summary>wake_up_all(): wakes every waiter. Returns how many were woken.</summary>
     public int WakeUpAll() => Wake(int.MaxValue);
 
-    /// <summary>wake_up_nr(): wakes every non-exclusive waiter and up to <paramref name="exclusive"/> exclusive ones.</summary>
+    /// <summary>
+    /// wake_up_nr(): wakes every non-exclusive waiter and up to <paramref name="exclusive"/> exclusive ones;
+    /// 0 wakes them all, as in the kernel (its countdown never reaches the limit).
+    /// </summary>
     public int WakeUpNr(int exclusive)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(exclusive);
-        return Wake(exclusive);
+        return Wake(exclusive == 0 ? int.MaxValue : exclusive);
     }
 
     private int Wake(int exclusive)

@@ -98,7 +98,9 @@ public class CompletionAndWaitQueueTests : ValidatedTest
         Assert.Equal(shared + 1, wq.WakeUp());
         Wait.Until(() => Interlocked.Read(ref returned) == shared + 1, "the woken waiters to return");
         Assert.Equal(exclusive - 1, wq.WaiterCount);
-        Assert.Equal(exclusive - 1, wq.WakeUpAll());
+        Assert.Equal(1, wq.WakeUpNr(1));
+        Wait.Until(() => Interlocked.Read(ref returned) == shared + 2, "one more exclusive waiter");
+        Assert.Equal(exclusive - 2, wq.WakeUpNr(0)); // 0: all of them, as the kernel's wake_up_nr
         waiters.ForEach(w => w.Join());
         Assert.Equal(shared + exclusive, Interlocked.Read(ref returned));
     }
