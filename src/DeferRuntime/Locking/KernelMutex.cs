@@ -20,7 +20,7 @@ public sealed class KernelMutex : IDisposable
 {
     // Optimistic spinning: how long a contender spins while the owner runs before it sleeps. Kernel
     // mutexes spin as long as the owner is on a CPU; a bound keeps a preempted owner from burning ours.
-    private const int SpinIterations = 4096;
+    private const int SpinIterations = 256;
 
     private LockThreadState? _owner; // A: CAS null -> owner
     private readonly Lock _wait = new();
@@ -133,6 +133,9 @@ public sealed class KernelMutex : IDisposable
     private bool LockSlow(LockThreadState state, CancellationToken cancellation)
     {
         // mutex_optimistic_spin(): worth it only while the owner is running and nobody sleeps ahead of us.
+        // Exponential backoff between looks: every CAS that fails pulls the owner's line away from it,
+        // so a spinner that looks less often lets a running owner finish (and re-take) sooner.
+        int pause = 1;
         for (int i = 0; i < SpinIterations; i++)
         {
             var owner = Volatile.Read(ref _owner);
@@ -149,7 +152,11 @@ public sealed class KernelMutex : IDisposable
             {
                 break; // the owner sleeps: spinning cannot win soon
             }
-            Thread.SpinWait(4);
+            Thread.SpinWait(pause);
+            if (pause < 64)
+            {
+                pause <<= 1;
+            }
         }
 
         var node = WaitNode.Current;
