@@ -26,7 +26,7 @@ internal static class LatencyMode
     public static int Run(ReadOnlySpan<string> args)
     {
         int samples = 200_000, warmup = 20_000, maxGapNs = 5_000;
-        string? only = null;
+        string[]? only = null;
         for (int i = 0; i < args.Length; i++)
         {
             string value = i + 1 < args.Length ? args[i + 1] : "";
@@ -35,9 +35,9 @@ internal static class LatencyMode
                 case "--samples": samples = int.Parse(value, CultureInfo.InvariantCulture); i++; break;
                 case "--warmup": warmup = int.Parse(value, CultureInfo.InvariantCulture); i++; break;
                 case "--max-gap-ns": maxGapNs = int.Parse(value, CultureInfo.InvariantCulture); i++; break;
-                case "--path": only = value; i++; break;
+                case "--path": only = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); i++; break;
                 default:
-                    Console.Error.WriteLine($"unknown option '{args[i]}'. Usage: latency [--samples N] [--warmup N] [--max-gap-ns N] [--path substring]");
+                    Console.Error.WriteLine($"unknown option '{args[i]}'. Usage: latency [--samples N] [--warmup N] [--max-gap-ns N] [--path substring[,substring...]]");
                     return 2;
             }
         }
@@ -51,7 +51,7 @@ internal static class LatencyMode
         long[] buffer = new long[samples];
         foreach (var path in LatencyPath.All())
         {
-            if (only is not null && !path.Name.Contains(only, StringComparison.OrdinalIgnoreCase))
+            if (only is not null && !only.Any(o => path.Name.Contains(o, StringComparison.OrdinalIgnoreCase)))
             {
                 path.Dispose();
                 continue;
