@@ -49,12 +49,7 @@ public class MutexBenchmarks
     [GlobalCleanup]
     public void Cleanup()
     {
-        if (_contender is { } c)
-        {
-            long other = c.Stop();
-            long max = Math.Max(other, _benchAcquisitions), min = Math.Max(1, Math.Min(other, _benchAcquisitions));
-            Console.WriteLine($"// fairness: bench thread {_benchAcquisitions:N0}, contender {other:N0} acquisitions, max/min {(double)max / min:F2}");
-        }
+        _contender?.StopAndReportFairness(_benchAcquisitions);
         _semaphore.Dispose();
     }
 

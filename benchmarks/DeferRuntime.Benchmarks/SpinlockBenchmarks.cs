@@ -40,12 +40,7 @@ public class SpinlockBenchmarks
     [GlobalCleanup]
     public void Cleanup()
     {
-        if (_contender is { } c)
-        {
-            long other = c.Stop();
-            long max = Math.Max(other, _benchAcquisitions), min = Math.Max(1, Math.Min(other, _benchAcquisitions));
-            Console.WriteLine($"// fairness: bench thread {_benchAcquisitions:N0}, contender {other:N0} acquisitions, max/min {(double)max / min:F2}");
-        }
+        _contender?.StopAndReportFairness(_benchAcquisitions);
     }
 
     [Benchmark(OperationsPerInvoke = Ops)]
@@ -94,11 +89,12 @@ internal sealed class Contender
         _thread.Start();
     }
 
-    /// <summary>Stops the thread and returns how many rounds it ran.</summary>
-    public long Stop()
+    /// <summary>Stops the thread and prints its acquisitions beside the bench thread's, with max/min (fairness).</summary>
+    public void StopAndReportFairness(long benchAcquisitions)
     {
         _stop = true;
         _thread.Join();
-        return _rounds;
+        long max = Math.Max(_rounds, benchAcquisitions), min = Math.Max(1, Math.Min(_rounds, benchAcquisitions));
+        Console.WriteLine($"// fairness: bench thread {benchAcquisitions:N0}, contender {_rounds:N0} acquisitions, max/min {(double)max / min:F2}");
     }
 }

@@ -5,9 +5,9 @@ namespace DeferRuntime.Cpus;
 
 /// <summary>
 /// The words of one CPU that other threads write: raisers, IPI senders, tasklet producers and kickers.
-/// They share one cache line on purpose (a producer touches a list head, the pending mask and the idle
-/// state in one go); 64 bytes of padding on each side keep other CPUs' lines and this CPU's private
-/// counters away from it.
+/// They sit together on purpose (a producer touches a list head, the pending mask and the idle state in
+/// one go): 72 bytes, so one or two cache lines, since the owning object is only 8-byte aligned. The 64
+/// bytes of padding on each side keep other CPUs' lines and this CPU's private counters off them.
 /// </summary>
 [StructLayout(LayoutKind.Explicit, Size = 208)]
 internal struct CpuSharedLine
