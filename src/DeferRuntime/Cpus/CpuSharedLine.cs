@@ -8,6 +8,8 @@ namespace DeferRuntime.Cpus;
 /// They sit together on purpose (a producer touches a list head, the pending mask and the idle state in
 /// one go): 72 bytes, so one or two cache lines, since the owning object is only 8-byte aligned. The 64
 /// bytes of padding on each side keep other CPUs' lines and this CPU's private counters off them.
+/// cpu/N polls these words; anything only producers write (the rundown count) lives elsewhere, so a
+/// producer's read-modify-writes here are only the ones the consumer must see.
 /// </summary>
 [StructLayout(LayoutKind.Explicit, Size = 208)]
 internal struct CpuSharedLine
@@ -24,9 +26,6 @@ internal struct CpuSharedLine
     [FieldOffset(88)] public long IrqPending2;
     [FieldOffset(96)] public long IrqPending3;
 
-    /// <summary>A: callers from threads of no CPU in flight toward this CPU (rundown protection for shutdown).</summary>
-    [FieldOffset(104)] public int ForeignInFlight;
-
     /// <summary>A: tasklet_vec: normal tasklets, pushed by any thread, taken by the bh-gate holder.</summary>
     [FieldOffset(112)] public Tasklet? TaskletHead;
 
@@ -35,4 +34,11 @@ internal struct CpuSharedLine
 
     /// <summary>A: call_single_queue: IPI function calls, pushed by any thread, taken by cpu/N in hard-IRQ context.</summary>
     [FieldOffset(128)] public CallSingleData? CallHead;
+}
+
+/// <summary>An int alone on its cache line (64 bytes of padding each side), for a word one side writes often.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 132)]
+internal struct PaddedInt32
+{
+    [FieldOffset(64)] public int Value;
 }

@@ -13,29 +13,43 @@ public sealed class Completion
 {
     private const int CompletedAll = int.MaxValue; // UINT_MAX in the kernel: complete_all()
 
+    // done is changed lock-free (CAS) so that complete() and a waiter that has not slept yet touch one
+    // word each, as a ManualResetEventSlim does; the lock only guards the sleepers' list. A completer
+    // changes done, then reads the sleeper count; a sleeper counts itself, then re-reads done: both
+    // with full barriers, so one of them sees the other and no wake-up is lost.
     private readonly Lock _lock = new();
-    private int _done; // L: _lock (read without it only as a hint while spinning)
+    private int _done; // A: completions not yet consumed, or CompletedAll
+    private int _sleepers; // A: queued waiters (changed under _lock, read without it)
     private WaitList _waiters; // L: _lock
 
     /// <summary>complete(): wakes one waiter, or lets the next wait through at once.</summary>
     public void Complete()
     {
-        lock (_lock)
+        int done = Volatile.Read(ref _done);
+        while (done != CompletedAll)
         {
-            if (_done != CompletedAll)
+            int seen = Interlocked.CompareExchange(ref _done, done + 1, done);
+            if (seen == done)
             {
-                _done++;
+                break;
             }
-            _waiters.First?.Wake();
+            done = seen;
+        }
+        if (Volatile.Read(ref _sleepers) != 0)
+        {
+            lock (_lock)
+            {
+                _waiters.First?.Wake();
+            }
         }
     }
 
     /// <summary>complete_all(): wakes every waiter and lets every later wait through until <see cref="Reinit"/>.</summary>
     public void CompleteAll()
     {
+        Interlocked.Exchange(ref _done, CompletedAll);
         lock (_lock)
         {
-            _done = CompletedAll;
             for (var n = _waiters.First; n is not null; n = n.Next)
             {
                 n.Wake();
@@ -44,34 +58,13 @@ public sealed class Completion
     }
 
     /// <summary>reinit_completion(): back to not done. Only while no one waits.</summary>
-    public void Reinit()
-    {
-        lock (_lock)
-        {
-            _done = 0;
-        }
-    }
+    public void Reinit() => Interlocked.Exchange(ref _done, 0);
 
     /// <summary>completion_done(): true if a wait would not block now.</summary>
-    public bool CompletionDone
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _done != 0;
-            }
-        }
-    }
+    public bool CompletionDone => Volatile.Read(ref _done) != 0;
 
     /// <summary>try_wait_for_completion(): consumes one completion without sleeping; false if none is there.</summary>
-    public bool TryWaitForCompletion()
-    {
-        lock (_lock)
-        {
-            return TryConsume();
-        }
-    }
+    public bool TryWaitForCompletion() => TryConsume();
 
     /// <summary>wait_for_completion(): sleeps until completed.</summary>
     public void WaitForCompletion() => _ = Wait("wait_for_completion()", long.MaxValue, CancellationToken.None);
@@ -109,48 +102,38 @@ public sealed class Completion
     private Timed Wait(string caller, long deadline, CancellationToken cancellation)
     {
         MightSleep.Check(caller);
-        for (int i = 0; i <= SpinRounds; i++)
+        bool spin = deadline == long.MaxValue && !cancellation.CanBeCanceled; // timed and interruptible waits go straight to their checks
+        for (int i = 0; i <= (spin ? SpinRounds : 0); i++)
         {
-            if (Volatile.Read(ref _done) != 0)
+            if (TryConsume())
             {
-                lock (_lock)
-                {
-                    if (TryConsume())
-                    {
-                        return new Timed(WaitResult.Done, deadline);
-                    }
-                }
-            }
-            if (deadline != long.MaxValue || cancellation.CanBeCanceled)
-            {
-                break; // timed and interruptible waits go straight to the checks below
+                return new Timed(WaitResult.Done, deadline);
             }
             Thread.SpinWait(8);
         }
+
         var node = WaitNode.Current;
         lock (_lock)
         {
             node.Prepare(exclusive: true);
             _waiters.AddLast(node);
+            Interlocked.Increment(ref _sleepers);
         }
         try
         {
             while (true)
             {
-                lock (_lock)
+                if (TryConsume())
                 {
-                    if (TryConsume())
-                    {
-                        return new Timed(WaitResult.Done, deadline);
-                    }
-                    if (cancellation.IsCancellationRequested)
-                    {
-                        return new Timed(WaitResult.Interrupted, deadline);
-                    }
-                    if (deadline != long.MaxValue && Stopwatch.GetTimestamp() >= deadline)
-                    {
-                        return new Timed(WaitResult.TimedOut, deadline);
-                    }
+                    return new Timed(WaitResult.Done, deadline);
+                }
+                if (cancellation.IsCancellationRequested)
+                {
+                    return new Timed(WaitResult.Interrupted, deadline);
+                }
+                if (deadline != long.MaxValue && Stopwatch.GetTimestamp() >= deadline)
+                {
+                    return new Timed(WaitResult.TimedOut, deadline);
                 }
                 node.Block(deadline, cancellation);
             }
@@ -160,8 +143,9 @@ public sealed class Completion
             lock (_lock)
             {
                 _waiters.Remove(node);
-                // A complete() meant for us while we left: pass it on to the next waiter.
-                if (_done != 0)
+                Interlocked.Decrement(ref _sleepers);
+                // A complete() that woke us while we left is passed on to the next sleeper.
+                if (Volatile.Read(ref _done) != 0)
                 {
                     _waiters.First?.Wake();
                 }
@@ -169,17 +153,27 @@ public sealed class Completion
         }
     }
 
+    /// <summary>Takes one completion (CAS), or sees complete_all(); false if there is none.</summary>
     private bool TryConsume()
     {
-        if (_done == 0)
+        int done = Volatile.Read(ref _done);
+        while (true)
         {
-            return false;
+            if (done == 0)
+            {
+                return false;
+            }
+            if (done == CompletedAll)
+            {
+                return true;
+            }
+            int seen = Interlocked.CompareExchange(ref _done, done - 1, done);
+            if (seen == done)
+            {
+                return true;
+            }
+            done = seen;
         }
-        if (_done != CompletedAll)
-        {
-            _done--;
-        }
-        return true;
     }
 
     internal static long Deadline(TimeSpan timeout)
