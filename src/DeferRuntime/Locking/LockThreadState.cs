@@ -87,18 +87,6 @@ internal sealed class LockThreadState
         return false;
     }
 
-    public bool Holds(object lockObject)
-    {
-        foreach (var h in Held)
-        {
-            if (ReferenceEquals(h.Lock, lockObject))
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
     public string DescribeHeld()
     {
         if (HeldCount == 0)

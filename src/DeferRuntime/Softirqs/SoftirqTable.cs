@@ -35,8 +35,6 @@ internal sealed class SoftirqTable
         }
     }
 
-    public bool IsOpen(SoftirqVector vector) => Volatile.Read(ref _actions[Check(vector)]) is not null;
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Action? Action(int nr) => _actions[nr];
 
