@@ -558,7 +558,11 @@ public sealed class Runtime : IDisposable
         {
             parts.Add("softirqs " + string.Join(",", Enumerable.Range(0, SoftirqTable.VectorCount).Where(i => (pending & (1 << i)) != 0).Select(i => SoftirqTable.Names[i])));
         }
-        foreach (var (head, kind) in new[] { (Volatile.Read(ref cpu.Line.TaskletHead), "tasklets"), (Volatile.Read(ref cpu.Line.HiTaskletHead), "hi tasklets") })
+        foreach (var (head, kind) in new[]
+        {
+            (Volatile.Read(ref cpu.Line.TaskletHead), "tasklets"), (Volatile.Read(ref cpu.Line.HiTaskletHead), "hi tasklets"),
+            (Volatile.Read(ref cpu.LocalHead), "tasklets"), (Volatile.Read(ref cpu.LocalHiHead), "hi tasklets"),
+        })
         {
             var names = new List<string>();
             for (var t = head; t is not null; t = ((IIntrusiveNode<Tasklet>)t).Next)

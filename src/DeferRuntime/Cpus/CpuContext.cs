@@ -149,7 +149,7 @@ public static class CpuContext
         // is let go, in this thread, as __local_bh_enable_ip() does.
         try
         {
-            if (SoftirqEngine.RunnableOnIrqExit(cpu) != 0)
+            if (SoftirqEngine.Runnable(cpu, Volatile.Read(ref cpu.Line.SoftirqPending) | cpu.LocalSoftirqPending) != 0)
             {
                 ctx.PreemptCount += PreemptCount.SoftirqOffset - PreemptCount.SoftirqDisableOffset;
                 try
@@ -168,7 +168,7 @@ public static class CpuContext
         }
         finally
         {
-            cpu.BhGate.Exit(ctx);
+            cpu.ExitBh(ctx);
         }
         if (!ctx.IsCpuThread)
         {

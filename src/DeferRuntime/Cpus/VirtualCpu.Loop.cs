@@ -278,7 +278,7 @@ public sealed partial class VirtualCpu
         ctx.PreemptCount = preemptBefore;
         if (heldBh && !holdsBhNow)
         {
-            BhGate.Exit(ctx);
+            ExitBh(ctx);
         }
     }
 

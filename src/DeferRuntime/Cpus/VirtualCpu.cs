@@ -45,6 +45,14 @@ public sealed partial class VirtualCpu
     private Thread? _thread; // I
     private volatile bool _exit; // set once by shutdown
 
+    // B: work queued by the bh-gate holder itself (a schedule from softirq or bh-disabled context on this
+    // CPU): plain fields, no atomics, as the kernel's per-CPU lists are plain under local_bh_disable().
+    // The gate's CAS/exchange publishes them to the next holder; ExitBh folds the pending bits into the
+    // shared mask so that nobody who looks only at the shared mask (cpu/N idle, ksoftirqd, shutdown)
+    // can miss them once the gate is free.
+    internal Tasklet? LocalHead, LocalTail, LocalHiHead, LocalHiTail;
+    internal int LocalSoftirqPending;
+
     // B: per-vector executions, as /proc/softirqs counts them.
     internal readonly long[] SoftirqCounts = new long[SoftirqTable.VectorCount];
 
@@ -183,6 +191,74 @@ public sealed partial class VirtualCpu
         }
     }
 
+    /// <summary>
+    /// __tasklet_schedule_common() for a caller that holds this CPU's bh gate: appended to the holder's
+    /// own list, its softirq marked in the holder's own pending word (unless <paramref name="raise"/> is
+    /// false), without an atomic operation. PERF: the same-CPU schedule path.
+    /// </summary>
+    internal void EnqueueTaskletLocal(Tasklet tasklet, bool hi, bool raise = true)
+    {
+        tasklet.QueuedOn = this;
+        ((IIntrusiveNode<Tasklet>)tasklet).Next = null;
+        if (hi)
+        {
+            if (LocalHiTail is null)
+            {
+                LocalHiHead = tasklet;
+            }
+            else
+            {
+                ((IIntrusiveNode<Tasklet>)LocalHiTail).Next = tasklet;
+            }
+            LocalHiTail = tasklet;
+        }
+        else
+        {
+            if (LocalTail is null)
+            {
+                LocalHead = tasklet;
+            }
+            else
+            {
+                ((IIntrusiveNode<Tasklet>)LocalTail).Next = tasklet;
+            }
+            LocalTail = tasklet;
+        }
+        if (raise)
+        {
+            LocalSoftirqPending |= 1 << (hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet);
+        }
+    }
+
+    /// <summary>Takes the holder's own list of <paramref name="hi"/> tasklets, oldest first.</summary>
+    internal Tasklet? TakeLocalTasklets(bool hi)
+    {
+        Tasklet? head;
+        if (hi)
+        {
+            head = LocalHiHead;
+            LocalHiHead = LocalHiTail = null;
+        }
+        else
+        {
+            head = LocalHead;
+            LocalHead = LocalTail = null;
+        }
+        return head;
+    }
+
+    /// <summary>Releases the bh gate, first moving the holder's own pending bits to the shared mask.</summary>
+    internal void ExitBh(ThreadContext ctx)
+    {
+        int local = LocalSoftirqPending;
+        if (local != 0)
+        {
+            LocalSoftirqPending = 0;
+            Interlocked.Or(ref Line.SoftirqPending, local);
+        }
+        BhGate.Exit(ctx);
+    }
+
     /// <summary>Queues a cross-CPU call and sends the CALL_FUNCTION IPI.</summary>
     internal void EnqueueCall(CallSingleData csd)
     {
@@ -262,6 +338,9 @@ public sealed partial class VirtualCpu
         Volatile.Read(ref ForeignInFlight.Value) == 0 &&
         !AnyIrqPending() &&
         Volatile.Read(ref Line.SoftirqPending) == 0 &&
+        Volatile.Read(ref LocalSoftirqPending) == 0 &&
+        Volatile.Read(ref LocalHead) is null &&
+        Volatile.Read(ref LocalHiHead) is null &&
         Volatile.Read(ref Line.TaskletHead) is null &&
         Volatile.Read(ref Line.HiTaskletHead) is null &&
         Volatile.Read(ref Line.CallHead) is null &&

@@ -103,7 +103,7 @@ internal sealed class Ksoftirqd
             _ctx.PreemptCount += PreemptCount.SoftirqOffset;
             try
             {
-                if (Volatile.Read(ref _cpu.Line.SoftirqPending) != 0)
+                if ((Volatile.Read(ref _cpu.Line.SoftirqPending) | _cpu.LocalSoftirqPending) != 0)
                 {
                     SoftirqEngine.DoSoftirq(_cpu, _ctx);
                 }
@@ -111,7 +111,7 @@ internal sealed class Ksoftirqd
             finally
             {
                 _ctx.PreemptCount -= PreemptCount.SoftirqOffset;
-                _cpu.BhGate.Exit(_ctx);
+                _cpu.ExitBh(_ctx);
             }
             // cond_resched(): let the other threads of this core (and cpu/N's HI/TASKLET) in.
             Thread.Yield();

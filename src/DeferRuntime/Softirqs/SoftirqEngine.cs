@@ -22,9 +22,12 @@ internal static class SoftirqEngine
     /// while ksoftirqd/N is running and the runtime lets it do its job (Linux 4.15 to 6.4).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int RunnableOnIrqExit(VirtualCpu cpu)
+    public static int RunnableOnIrqExit(VirtualCpu cpu) => Runnable(cpu, Volatile.Read(ref cpu.Line.SoftirqPending));
+
+    /// <summary>As <see cref="RunnableOnIrqExit"/> for a given pending mask (the bh holder adds its own bits).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Runnable(VirtualCpu cpu, int pending)
     {
-        int pending = Volatile.Read(ref cpu.Line.SoftirqPending);
         if (pending != 0 && cpu.Runtime.Options.LetKsoftirqdDoItsJob && cpu.Ksoftirqd.IsRunning && (pending & SoftirqTable.NowMask) == 0)
         {
             return 0;
@@ -50,7 +53,7 @@ internal static class SoftirqEngine
         finally
         {
             ctx.PreemptCount -= PreemptCount.SoftirqOffset;
-            cpu.BhGate.Exit(ctx);
+            cpu.ExitBh(ctx);
         }
         return true;
     }
@@ -74,7 +77,13 @@ internal static class SoftirqEngine
 
         while (true)
         {
-            int pending = Interlocked.Exchange(ref cpu.Line.SoftirqPending, 0);
+            // The holder's own bits, plus the shared ones; PERF: no exchange when nobody else raised.
+            int pending = cpu.LocalSoftirqPending;
+            cpu.LocalSoftirqPending = 0;
+            if (Volatile.Read(ref cpu.Line.SoftirqPending) != 0)
+            {
+                pending |= Interlocked.Exchange(ref cpu.Line.SoftirqPending, 0);
+            }
             while (pending != 0)
             {
                 int nr = BitOperations.TrailingZeroCount(pending);
@@ -89,7 +98,7 @@ internal static class SoftirqEngine
                 cpu.PreemptionPoint(ctx);
             }
 
-            if (Volatile.Read(ref cpu.Line.SoftirqPending) == 0)
+            if (Volatile.Read(ref cpu.Line.SoftirqPending) == 0 && cpu.LocalSoftirqPending == 0)
             {
                 return;
             }

@@ -79,7 +79,16 @@ public sealed class Tasklet : IIntrusiveNode<Tasklet>
             if ((Interlocked.Or(ref _state, Sched) & Sched) == 0)
             {
                 QueuedHi = hi;
-                ctx.Cpu.EnqueueTasklet(this, hi, kick: !ctx.InInterrupt);
+                if (ctx.InSoftirqOrBhDisabled)
+                {
+                    // The softirq field of preempt_count is non-zero only while this thread holds its
+                    // CPU's bh gate: the holder's own list, no atomics, runs at the restart or bh enable.
+                    ctx.Cpu.EnqueueTaskletLocal(this, hi);
+                }
+                else
+                {
+                    ctx.Cpu.EnqueueTasklet(this, hi, kick: !ctx.InInterrupt);
+                }
             }
             return;
         }

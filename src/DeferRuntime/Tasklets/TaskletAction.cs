@@ -17,9 +17,15 @@ internal static class TaskletAction
     {
         var ctx = ThreadContext.Current!;
         var cpu = ctx.Cpu;
-        var list = hi ? IntrusiveMpsc.TakeAllFifo(ref cpu.Line.HiTaskletHead) : IntrusiveMpsc.TakeAllFifo(ref cpu.Line.TaskletHead);
-        int nr = hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet;
+        // The holder's own list (schedules made in softirq or bh-disabled context here), then the shared
+        // one (schedules from other contexts and threads).
+        RunList(cpu, ctx, cpu.TakeLocalTasklets(hi), hi);
+        RunList(cpu, ctx, hi ? IntrusiveMpsc.TakeAllFifo(ref cpu.Line.HiTaskletHead) : IntrusiveMpsc.TakeAllFifo(ref cpu.Line.TaskletHead), hi);
+    }
 
+    private static void RunList(VirtualCpu cpu, ThreadContext ctx, Tasklet? list, bool hi)
+    {
+        int bit = 1 << (hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet);
         while (list is not null)
         {
             var t = list;
@@ -46,32 +52,18 @@ internal static class TaskletAction
                 t.UnlockRun();
                 // Disabled: keep it queued without re-raising; Enable() raises. Re-check after the push
                 // in case Enable() ran between our check and the push (both sides use full barriers).
-                Requeue(cpu, t, hi);
+                cpu.EnqueueTaskletLocal(t, hi, raise: false);
                 if (t.IsEnabled)
                 {
-                    cpu.OrSoftirqPending(nr);
+                    cpu.LocalSoftirqPending |= bit;
                 }
             }
             else
             {
                 // Running on another CPU: re-queue here and re-raise, as the kernel does.
-                Requeue(cpu, t, hi);
-                cpu.OrSoftirqPending(nr);
+                cpu.EnqueueTaskletLocal(t, hi);
             }
             cpu.PreemptionPoint(ctx);
-        }
-    }
-
-    private static void Requeue(VirtualCpu cpu, Tasklet t, bool hi)
-    {
-        t.QueuedOn = cpu;
-        if (hi)
-        {
-            IntrusiveMpsc.Push(ref cpu.Line.HiTaskletHead, t);
-        }
-        else
-        {
-            IntrusiveMpsc.Push(ref cpu.Line.TaskletHead, t);
         }
     }
 
