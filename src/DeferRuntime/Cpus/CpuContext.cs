@@ -149,7 +149,7 @@ public static class CpuContext
         // is let go, in this thread, as __local_bh_enable_ip() does.
         try
         {
-            if (SoftirqEngine.Runnable(cpu, Volatile.Read(ref cpu.Line.SoftirqPending) | cpu.LocalSoftirqPending) != 0)
+            if (SoftirqEngine.Runnable(cpu, cpu.HolderPending) != 0)
             {
                 ctx.PreemptCount += PreemptCount.SoftirqOffset - PreemptCount.SoftirqDisableOffset;
                 try

@@ -247,6 +247,9 @@ public sealed partial class VirtualCpu
         return head;
     }
 
+    /// <summary>What the bh-gate holder has pending: the shared mask plus its own bits. B: the holder only.</summary>
+    internal int HolderPending => Volatile.Read(ref Line.SoftirqPending) | LocalSoftirqPending;
+
     /// <summary>Releases the bh gate, first moving the holder's own pending bits to the shared mask.</summary>
     internal void ExitBh(ThreadContext ctx)
     {

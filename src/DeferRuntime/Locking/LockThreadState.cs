@@ -121,11 +121,16 @@ internal static class MightSleep
     public static void Check(string caller)
     {
         var ctx = ThreadContext.Current;
-        if ((ctx is not null && (ctx.PreemptCount != 0 || ctx.IrqsOff)) || LockThreadState.Current.SpinDepth != 0)
+        if (IsAtomic(ctx))
         {
             Throw(caller, ctx);
         }
     }
+
+    /// <summary>in_atomic() || irqs_disabled(), including spinlocks held by a thread of no CPU: no waiting allowed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool IsAtomic(ThreadContext? ctx) =>
+        (ctx is not null && (ctx.PreemptCount != 0 || ctx.IrqsOff)) || LockThreadState.Current.SpinDepth != 0;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Throw(string caller, ThreadContext? ctx)

@@ -103,7 +103,7 @@ internal sealed class Ksoftirqd
             _ctx.PreemptCount += PreemptCount.SoftirqOffset;
             try
             {
-                if ((Volatile.Read(ref _cpu.Line.SoftirqPending) | _cpu.LocalSoftirqPending) != 0)
+                if (_cpu.HolderPending != 0)
                 {
                     SoftirqEngine.DoSoftirq(_cpu, _ctx);
                 }

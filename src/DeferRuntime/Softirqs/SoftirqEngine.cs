@@ -98,7 +98,7 @@ internal static class SoftirqEngine
                 cpu.PreemptionPoint(ctx);
             }
 
-            if (Volatile.Read(ref cpu.Line.SoftirqPending) == 0 && cpu.LocalSoftirqPending == 0)
+            if (cpu.HolderPending == 0)
             {
                 return;
             }

@@ -195,7 +195,7 @@ public sealed class Tasklet : IIntrusiveNode<Tasklet>
     private void ThrowIfAtomic(string caller, string advice)
     {
         var ctx = ThreadContext.Current;
-        if ((ctx is not null && (ctx.PreemptCount != 0 || ctx.IrqsOff)) || Locking.LockThreadState.Current.SpinDepth != 0)
+        if (Locking.MightSleep.IsAtomic(ctx))
         {
             throw new InvalidOperationException($"{caller} on tasklet '{Name}' from atomic context ({ctx?.Describe() ?? "a spinlock held"}): {advice}.");
         }
