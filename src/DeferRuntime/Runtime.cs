@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using DeferRuntime.Cpus;
 using DeferRuntime.Diagnostics;
+using DeferRuntime.Interrupts;
 using DeferRuntime.Platform;
 using DeferRuntime.Softirqs;
 using DeferRuntime.Tasklets;
@@ -62,6 +63,7 @@ public sealed class Runtime : IDisposable
 
         Softirqs.Open(SoftirqVector.Hi, TaskletAction.RunHi);
         Softirqs.Open(SoftirqVector.Tasklet, TaskletAction.RunNormal);
+        Irqs = new IrqController(this, options.IrqLines);
     }
 
     /// <summary>Boots a runtime: validates the options, starts cpu/N and ksoftirqd/N for every CPU, pins them, and returns once all are running.</summary>
@@ -111,8 +113,13 @@ public sealed class Runtime : IDisposable
 
     internal bool IsStopped => Volatile.Read(ref _state) == StateStopped;
 
-    /// <summary>Hard-IRQ dispatch for device vectors (set by the interrupt controller), or null.</summary>
-    internal Action<VirtualCpu, int>? DeviceVectorDispatch { get; set; }
+    /// <summary>The interrupt controller: lines, request_irq()/free_irq(), disable/enable, affinity, /proc/interrupts.</summary>
+    public IrqController Irqs { get; }
+
+    internal bool IsStoppedOrPanicked => IsStopped || _panic is not null;
+
+    /// <summary>False once shutdown has begun or the runtime panicked: threads of no CPU may not start new requests.</summary>
+    internal bool AcceptsForeignWork => Volatile.Read(ref _state) == StateRunning && _panic is null;
 
     // ---- softirqs ----
 
@@ -341,6 +348,8 @@ public sealed class Runtime : IDisposable
         }
     }
 
+    internal void ThrowIfNotAccepting(string caller) => ThrowIfUnusable(caller);
+
     private void ThrowIfUnusable(string caller)
     {
         if (_panic is { } panic)
@@ -368,6 +377,15 @@ public sealed class Runtime : IDisposable
                 c.Kick();
             }
         }
+    }
+
+    /// <summary>
+    /// WARN(): records a warning in <see cref="Faults"/> from any thread; never panics, because the
+    /// runtime has handled the condition (the kernel's WARN is not an oops).
+    /// </summary>
+    internal void ReportWarning(int cpu, string source, string message)
+    {
+        Faults.Add(new FaultRecord(DateTimeOffset.UtcNow, cpu, Thread.CurrentThread.Name ?? "?", source, new KernelWarningException(message)));
     }
 
     /// <summary>Registers a binding; refused once shutdown has begun (checked under the same lock shutdown takes).</summary>
@@ -478,6 +496,8 @@ public sealed class Runtime : IDisposable
         try
         {
             leftOver = _panic is null ? Drain() : null;
+            // free_irq() of what drivers left requested: their threads are idle after the drain.
+            Irqs.FreeAll();
             foreach (var cpu in _cpus)
             {
                 cpu.Stop();
@@ -525,7 +545,9 @@ public sealed class Runtime : IDisposable
                 cpu.Kick();
             }
             long before = CompletionSum();
-            bool quiet = _cpus.All(c => c.IsQuiescent);
+            // The controller first: its in-flight assertions must be seen drained before the CPUs'
+            // pending vectors are read (the same ordering argument as VirtualCpu.IsQuiescent).
+            bool quiet = Irqs.IsQuiescent && _cpus.All(c => c.IsQuiescent);
             if (quiet && CompletionSum() == before)
             {
                 return leakedBindings;
@@ -542,7 +564,7 @@ public sealed class Runtime : IDisposable
 
     private long CompletionSum()
     {
-        long sum = 0;
+        long sum = Irqs.CompletionSum;
         foreach (var cpu in _cpus)
         {
             sum += cpu.CompletionSum;

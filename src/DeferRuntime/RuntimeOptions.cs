@@ -70,11 +70,18 @@ public sealed class RuntimeOptions
     /// <summary>Where requests from threads of no CPU go (default <see cref="ForeignPlacement.ProcessorLocal"/>).</summary>
     public ForeignPlacement ForeignPlacement { get; set; } = ForeignPlacement.ProcessorLocal;
 
+    /// <summary>Interrupt lines of the controller (default 64, at most <see cref="Interrupts.IrqController.MaxLines"/>).</summary>
+    public int IrqLines { get; set; } = 64;
+
     /// <summary>How long shutdown waits for accepted work to drain before it reports what is left (default 30 s).</summary>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     internal void Validate()
     {
+        if (IrqLines is < 1 or > Interrupts.IrqController.MaxLines)
+        {
+            throw new ArgumentOutOfRangeException(nameof(IrqLines), IrqLines, $"IrqLines must be 1 to {Interrupts.IrqController.MaxLines} (per-CPU vectors 16 to 255 carry the lines).");
+        }
         if (CpuCount is < 1 or > 1024)
         {
             throw new ArgumentOutOfRangeException(nameof(CpuCount), CpuCount, "CpuCount must be 1 to 1024 (NR_CPUS).");

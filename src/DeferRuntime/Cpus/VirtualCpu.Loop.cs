@@ -183,21 +183,8 @@ public sealed partial class VirtualCpu
             RunCallQueue(ctx);
             return;
         }
-        var dispatch = Runtime.DeviceVectorDispatch;
-        if (dispatch is null)
-        {
-            // ack_bad_irq(): nothing owns this vector; counted as a fault, never silently dropped.
-            Runtime.ReportFault(this, $"vector {vector}", new InvalidOperationException($"unexpected IRQ trap at vector {vector} on CPU {Id}: no handler owns it"));
-            return;
-        }
-        try
-        {
-            dispatch(this, vector);
-        }
-        catch (Exception e)
-        {
-            Runtime.ReportFault(this, $"vector {vector}", e);
-        }
+        // The flow handler runs each handler through RunCallback, so nothing a driver throws gets here.
+        Runtime.Irqs.HandleVector(this, ctx, vector);
         HardirqCompletions++;
     }
 

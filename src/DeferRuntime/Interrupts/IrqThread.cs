@@ -1,0 +1,122 @@
+using DeferRuntime.Cpus;
+
+namespace DeferRuntime.Interrupts;
+
+/// <summary>
+/// irq_thread(): the <c>irq/L-name</c> thread of one threaded action. It sleeps until the primary
+/// handler returns <see cref="IrqReturn.WakeThread"/>, runs the thread function in task context
+/// (it may sleep: mutexes, completions), then finalizes a OneShot line and drops the line's
+/// threads_active count that synchronize_irq() waits for.
+/// </summary>
+/// <remarks>
+/// It is bound to the first CPU of the line's affinity and pinned to that CPU's core; an affinity change
+/// sets a flag that the thread acts on before its next run (the kernel's IRQTF_AFFINITY), re-binding
+/// itself, because only the thread itself may change its own context.
+/// </remarks>
+internal sealed class IrqThread
+{
+    private readonly IrqAction _action;
+    private readonly Parker _parker = new();
+    private readonly Thread _thread;
+    private int _runThread; // A: IRQTF_RUNTHREAD
+    private int _affinityChanged; // A: IRQTF_AFFINITY
+    private volatile bool _stop;
+    private long _runs; // T: this thread
+    private ThreadContext? _ctx; // T
+
+    public IrqThread(IrqAction action)
+    {
+        _action = action;
+        string name = $"irq/{action.Irq}-{action.Name}";
+        _thread = new Thread(Main) { Name = name, IsBackground = true };
+    }
+
+    public long Runs => Volatile.Read(ref _runs);
+
+    public bool IsCurrentThread => ReferenceEquals(Thread.CurrentThread, _thread);
+
+    public void Start() => _thread.Start();
+
+    /// <summary>IRQTF_RUNTHREAD is set: a wake now merges with the run already pending.</summary>
+    public bool IsRunPending => Volatile.Read(ref _runThread) != 0;
+
+    /// <summary>
+    /// The second half of __irq_wake_thread(), after the line's accounting (threads_active, the OneShot
+    /// mask) is done: set RUNTHREAD and wake the thread. Accounting first, so that a thread that finishes
+    /// at once never drops counts that were not yet raised. Wakers are serialized by the line's
+    /// in-progress state, so there is one at a time.
+    /// </summary>
+    public void SetRunAndWake()
+    {
+        Volatile.Write(ref _runThread, 1);
+        _parker.Unpark();
+    }
+
+    public void AffinityChanged()
+    {
+        Volatile.Write(ref _affinityChanged, 1);
+    }
+
+    /// <summary>kthread_stop(): the caller has synchronized the line, so no run is pending.</summary>
+    public void Stop()
+    {
+        _stop = true;
+        _parker.Unpark();
+        if (!IsCurrentThread)
+        {
+            _thread.Join();
+        }
+    }
+
+    private void Main()
+    {
+        var desc = _action.Desc;
+        Bind(desc);
+        try
+        {
+            while (true)
+            {
+                if (Interlocked.Exchange(ref _runThread, 0) != 0)
+                {
+                    if (Volatile.Read(ref _affinityChanged) != 0)
+                    {
+                        Bind(desc);
+                    }
+                    RunOnce(desc);
+                    continue;
+                }
+                if (_stop)
+                {
+                    return;
+                }
+                _parker.Park(-1);
+            }
+        }
+        finally
+        {
+            ThreadContext.Detach();
+        }
+    }
+
+    private void RunOnce(IrqDesc desc)
+    {
+        var ctx = _ctx!;
+        var cpu = ctx.Cpu;
+        cpu.RunCallback(ctx, _action, static a => a.ThreadReturn = a.ThreadFn!(a.Irq, a.DevId), static a => $"irq {a.Irq} thread function '{a.Name}'");
+        Volatile.Write(ref _runs, _runs + 1);
+        desc.FinishThreadRun(_action);
+    }
+
+    private void Bind(IrqDesc desc)
+    {
+        Volatile.Write(ref _affinityChanged, 0);
+        var cpu = desc.Controller.Runtime.Cpus[desc.FirstAffinityCpu];
+        if (_ctx is not null && ReferenceEquals(_ctx.Cpu, cpu))
+        {
+            return;
+        }
+        _ctx = new ThreadContext(cpu, ThreadRole.IrqThread);
+        ThreadContext.Attach(_ctx);
+        cpu.PlaceCurrentThread(ThreadRole.IrqThread);
+    }
+}
