@@ -62,6 +62,7 @@ internal static class LatencyMode
             try
             {
                 var sampler = new Sampler(path, probe, maxGapNs);
+                long[] samplesOf = path.Samples is { } n && n < buffer.Length ? buffer[..n] : buffer;
                 long warmupEnd = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
                 for (int i = 0; i < warmup || Stopwatch.GetTimestamp() < warmupEnd; i++)
                 {
@@ -70,14 +71,14 @@ internal static class LatencyMode
 
                 int gen0 = GC.CollectionCount(0);
                 long allocated = GC.GetTotalAllocatedBytes(precise: true);
-                for (int i = 0; i < buffer.Length; i++)
+                for (int i = 0; i < samplesOf.Length; i++)
                 {
-                    buffer[i] = sampler.One();
+                    samplesOf[i] = sampler.One();
                 }
                 allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated;
                 gen0 = GC.CollectionCount(0) - gen0;
 
-                Console.WriteLine(Row(path.Name, buffer, allocated, gen0));
+                Console.WriteLine(Row(path.Name, samplesOf, allocated, gen0));
             }
             finally
             {
@@ -113,6 +114,7 @@ internal static class LatencyMode
     private sealed class Sampler(LatencyPath path, LatencyProbe probe, int maxGapNs)
     {
         private readonly long _maxGapTicks = Math.Max(1, maxGapNs * Stopwatch.Frequency / 1_000_000_000);
+        private readonly long _minGapTicks = path.MinGapNs * Stopwatch.Frequency / 1_000_000_000;
         private ulong _rng = 0x9E3779B97F4A7C15; // xorshift64: fixed seed, same gaps every run
         private long _sent;
 
@@ -121,7 +123,7 @@ internal static class LatencyMode
             _rng ^= _rng << 13;
             _rng ^= _rng >> 7;
             _rng ^= _rng << 17;
-            long until = Stopwatch.GetTimestamp() + (long)(_rng % (ulong)_maxGapTicks);
+            long until = Stopwatch.GetTimestamp() + _minGapTicks + (long)(_rng % (ulong)_maxGapTicks);
             while (Stopwatch.GetTimestamp() < until)
             {
             }

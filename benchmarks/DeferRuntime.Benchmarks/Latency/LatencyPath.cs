@@ -20,6 +20,12 @@ internal abstract class LatencyPath : IDisposable
 
     public abstract void Dispose();
 
+    /// <summary>Added to every random gap: paths that measure a parked consumer wait long enough for it to park.</summary>
+    public virtual long MinGapNs => 0;
+
+    /// <summary>Measured samples for this path, when it differs from the command line's (slow, idle paths).</summary>
+    public virtual int? Samples => null;
+
     /// <summary>Every path, in report order.</summary>
     public static LatencyPath[] All() =>
     [
@@ -29,6 +35,11 @@ internal abstract class LatencyPath : IDisposable
         new ThreadPoolPath(),
         new ChannelSpinningPath(),
         new ChannelAwaitingPath(),
+        new IrqAssertPath(IdlePolicy.Poll, idle: false),
+        new IrqAssertPath(IdlePolicy.Hybrid, idle: false),
+        new IrqAssertPath(IdlePolicy.Hybrid, idle: true),
+        new IrqAssertPath(IdlePolicy.Halt, idle: true),
+        new RawFutexWakePath(),
     ];
 }
 
