@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using BenchmarkDotNet.Attributes;
 using DeferRuntime.Benchmarks.Support;
+using DeferRuntime.Interrupts;
 using DeferRuntime.Softirqs;
 using DeferRuntime.Tasklets;
 
@@ -11,7 +12,7 @@ namespace DeferRuntime.Benchmarks;
 /// trip: the producer defers a callback, the callback (on the consumer) bumps a done counter, the producer
 /// spins until it sees it. One operation = one request + one callback + two cache-line transfers, so half
 /// of it bounds the one-way latency from above; the percentiles are in the latency mode
-/// (<c>-- latency</c>). Also the "foreign schedule / foreign raise are 0 B" proofs (MemoryDiagnoser).
+/// (<c>-- latency</c>). Also the "foreign schedule / foreign raise / IRQ delivery are 0 B" proofs (MemoryDiagnoser).
 /// </summary>
 /// <remarks>
 /// <code>
@@ -19,6 +20,7 @@ namespace DeferRuntime.Benchmarks;
 /// | bench thread (no CPU) |---tasklet_schedule--->| cpu/0 (IdlePolicy.Poll): TASKLET -> callback |
 /// |   spin on done line   |&lt;------done++----------|                                              |
 /// | bench thread (no CPU) |---raise_softirq------>| cpu/0 (IdlePolicy.Poll): NET_RX handler      |
+/// | bench thread (device) |---assert edge line--->| cpu/0 (IdlePolicy.Poll): hard-IRQ handler    |
 /// | bench thread          |---UnsafeQueueUserWorkItem---> thread-pool worker (unpinned)          |
 /// | bench thread          |---Channel.TryWrite--->| dedicated reader thread: TryRead, SpinWait(1) |
 /// | bench thread          |---Channel.TryWrite--->| await WaitToReadAsync on the thread pool      |
@@ -37,6 +39,7 @@ public class ForeignHandoffBenchmarks
     private long _issued; // the bench thread only
     private Runtime? _runtime;
     private Tasklet _tasklet = null!;
+    private int _irq;
     private CountingWorkItem _item = null!;
     private Channel<IThreadPoolWorkItem> _channel = null!;
     private Thread? _spinningReader;
@@ -45,15 +48,22 @@ public class ForeignHandoffBenchmarks
 
     // ---- setups and cleanups, one per row ----
 
-    [GlobalSetup(Targets = [nameof(Tasklet_ForeignSchedule), nameof(Softirq_ForeignRaise)])]
+    [GlobalSetup(Targets = [nameof(Tasklet_ForeignSchedule), nameof(Softirq_ForeignRaise), nameof(Irq_AssertToHandler)])]
     public void SetupRuntime()
     {
         _runtime = ForeignTopology.BootRemoteCpu(IdlePolicy.Poll);
         _tasklet = _runtime.CreateTasklet(_ => Volatile.Write(ref _done.Line.Value, _done.Line.Value + 1), "handoff");
         _runtime.OpenSoftirq(SoftirqVector.NetRx, () => Volatile.Write(ref _done.Line.Value, _done.Line.Value + 1));
+        _irq = _runtime.Irqs.AllocateIrq();
+        _runtime.Irqs.RequestIrq(_irq, (_, done) =>
+        {
+            var line = (DoneCounter)done!;
+            Volatile.Write(ref line.Line.Value, line.Line.Value + 1);
+            return IrqReturn.Handled;
+        }, IrqFlags.None, "handoff", _done);
     }
 
-    [GlobalCleanup(Targets = [nameof(Tasklet_ForeignSchedule), nameof(Softirq_ForeignRaise)])]
+    [GlobalCleanup(Targets = [nameof(Tasklet_ForeignSchedule), nameof(Softirq_ForeignRaise), nameof(Irq_AssertToHandler)])]
     public void CleanupRuntime()
     {
         _runtime!.Dispose();
@@ -147,6 +157,15 @@ public class ForeignHandoffBenchmarks
     {
         long target = ++_issued;
         _runtime!.RaiseSoftirq(SoftirqVector.NetRx);
+        Spin.Until(ref _done.Line.Value, target);
+    }
+
+    /// <summary>A device thread (no CPU) asserts an edge line; its hard-IRQ handler runs on cpu/0 (other core, Poll).</summary>
+    [Benchmark]
+    public void Irq_AssertToHandler()
+    {
+        long target = ++_issued;
+        _runtime!.Irqs.AssertEdge(_irq);
         Spin.Until(ref _done.Line.Value, target);
     }
 

@@ -478,6 +478,10 @@ public sealed class Runtime : IDisposable
                 throw new InvalidOperationException($"Runtime.Dispose() from {Thread.CurrentThread.Name}: a runtime cannot shut down from one of its own threads (it would wait for itself).");
             }
         }
+        if (ThreadContext.Current is { Role: ThreadRole.IrqThread } irqThread && ReferenceEquals(irqThread.Cpu.Runtime, this))
+        {
+            throw new InvalidOperationException($"Runtime.Dispose() from irq thread '{Thread.CurrentThread.Name}': shutdown frees every line and waits for its threads, this one included.");
+        }
         if (ThreadContext.Current is { Role: ThreadRole.Task } own && ReferenceEquals(own.Cpu.Runtime, this))
         {
             throw new InvalidOperationException($"Runtime.Dispose() from thread '{Thread.CurrentThread.Name}', which is bound to CPU {own.Cpu.Id}: dispose its CpuBinding first, shutdown waits for every binding.");
