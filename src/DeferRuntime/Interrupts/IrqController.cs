@@ -148,7 +148,7 @@ public sealed class IrqController
         if (refusal is not null)
         {
             action.MarkFreed();
-            action.Thread?.Stop();
+            action.Thread?.Stop(join: true);
             throw new InvalidOperationException($"{caller}: {refusal} (-EBUSY).");
         }
         return action;
@@ -231,11 +231,20 @@ public sealed class IrqController
         }
         var desc = action.Desc;
         desc.Remove(action);
-        if (!Runtime.IsStoppedOrPanicked)
+        bool idle = false;
+        try
         {
-            WaitUntilIdle(desc, "free_irq()");
+            if (!Runtime.IsStoppedOrPanicked)
+            {
+                WaitUntilIdle(desc, "free_irq()");
+            }
+            idle = true;
         }
-        action.Thread?.Stop();
+        finally
+        {
+            // After a panic the thread may be stuck in its function forever: tell it to exit, do not join.
+            action.Thread?.Stop(join: idle && !Runtime.IsPanicked);
+        }
     }
 
     // ---- disable / enable / synchronize / affinity ----
@@ -456,7 +465,7 @@ public sealed class IrqController
                 if (a.MarkFreed())
                 {
                     desc.Remove(a);
-                    a.Thread?.Stop();
+                    a.Thread?.Stop(join: !Runtime.IsPanicked);
                 }
             }
         }

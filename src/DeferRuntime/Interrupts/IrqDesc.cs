@@ -568,6 +568,10 @@ internal sealed partial class IrqDesc
                     _depth = 0;
                     RestartDeliveryLocked();
                 }
+                else
+                {
+                    _depth = 1; // undo nested disables of the unused line: one EnableIrq starts it
+                }
             }
             return null;
         }

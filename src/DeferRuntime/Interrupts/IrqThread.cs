@@ -57,12 +57,12 @@ internal sealed class IrqThread
         Volatile.Write(ref _affinityChanged, 1);
     }
 
-    /// <summary>kthread_stop(): the caller has synchronized the line, so no run is pending.</summary>
-    public void Stop()
+    /// <summary>kthread_stop(): the caller has synchronized the line, so no run is pending; <paramref name="join"/> waits for the thread to exit.</summary>
+    public void Stop(bool join)
     {
         _stop = true;
         _parker.Unpark();
-        if (!IsCurrentThread)
+        if (join && !IsCurrentThread)
         {
             _thread.Join();
         }

@@ -146,6 +146,25 @@ public class IrqFlowTests
     }
 
     [Fact]
+    public void NoAutoEnable_leaves_the_line_off_until_the_driver_enables_it_and_nothing_asserted_meanwhile_is_lost()
+    {
+        using var runtime = TestRuntime.Boot();
+        var irqs = runtime.Irqs;
+        int irq = irqs.AllocateIrq();
+        int runs = 0;
+        using var action = irqs.RequestIrq(irq, (_, _) => { Interlocked.Increment(ref runs); return IrqReturn.Handled; }, IrqFlags.NoAutoEnable, "late");
+        Assert.Equal(1, irqs.GetStats(irq).Depth);
+        Assert.Equal(IrqAssertResult.Latched, irqs.AssertEdge(irq));
+        Assert.Equal(IrqAssertResult.Coalesced, irqs.AssertEdge(irq));
+        Assert.Equal(0, Volatile.Read(ref runs));
+        irqs.EnableIrq(irq);
+        Wait.Until(() => Volatile.Read(ref runs) == 1, "the latched edge at enable");
+        var stats = irqs.GetStats(irq);
+        Assert.Equal(stats.Asserts, stats.Runs + stats.Coalesced);
+        Assert.Equal(0, runtime.Faults.Count);
+    }
+
+    [Fact]
     public void An_unbalanced_enable_is_reported_as_the_kernel_warns_and_ignored()
     {
         using var runtime = TestRuntime.Boot();
