@@ -11,7 +11,7 @@ public sealed class IrqAction : IDisposable
     internal readonly IrqHandler Handler; // I
     internal readonly IrqHandler? ThreadFn; // I
     internal readonly IrqDesc Desc; // I
-    internal readonly uint ThreadMask; // I: this action's bit in IrqDesc.ThreadsOneshot (0 without a thread)
+    internal uint ThreadMask; // L: chosen by IrqDesc.TryAdd under the descriptor lock, before publication (0 without a thread)
     internal IrqThread? Thread; // I (set before the action is published)
 
     // C: written by the CPU running the chain (the line's in-progress flag serializes chain runs).
@@ -22,7 +22,7 @@ public sealed class IrqAction : IDisposable
 
     private int _freed; // A: 1 once free_irq() has started
 
-    internal IrqAction(IrqDesc desc, IrqHandler handler, IrqHandler? threadFn, IrqFlags flags, string name, object? devId, uint threadMask)
+    internal IrqAction(IrqDesc desc, IrqHandler handler, IrqHandler? threadFn, IrqFlags flags, string name, object? devId)
     {
         Desc = desc;
         Handler = handler;
@@ -30,7 +30,6 @@ public sealed class IrqAction : IDisposable
         Flags = flags;
         Name = name;
         DevId = devId;
-        ThreadMask = threadMask;
     }
 
     /// <summary>The line number.</summary>

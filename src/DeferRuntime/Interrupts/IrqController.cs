@@ -29,8 +29,6 @@ public sealed class IrqController
     /// <summary>The most lines a controller can have (vectors 16–255).</summary>
     public const int MaxLines = VirtualCpu.VectorCount - FirstDeviceVector;
 
-    private const int MaxThreadedActionsPerLine = 32; // thread_mask bits in an unsigned long on 32-bit kernels
-
     private readonly IrqDesc[] _descs; // I
     private readonly bool[] _allocated; // L: _allocated
     private PaddedInt32 _foreignInFlight; // A: assertions from threads of no CPU in flight (rundown for shutdown)
@@ -126,19 +124,10 @@ public sealed class IrqController
         }
         var trigger = TriggerOf(flags, irq, name, caller);
 
-        uint threadMask = 0;
-        if (threadFn is not null)
-        {
-            uint used = desc.UsedThreadMask();
-            if (used == uint.MaxValue)
-            {
-                throw new InvalidOperationException($"{caller}: IRQ {irq} already has {MaxThreadedActionsPerLine} threaded actions, the most a line's thread_mask can track (-EBUSY).");
-            }
-            threadMask = 1u << BitOperationsLowestClear(used);
-        }
-
         // Without a primary handler the kernel installs irq_default_primary_handler(): wake the thread.
-        var action = new IrqAction(desc, handler ?? DefaultPrimaryHandler, threadFn, flags, name, devId, threadMask);
+        // The thread-mask bit is chosen under the line's lock at publication (IrqDesc.TryAdd), so two
+        // concurrent requests cannot get the same one.
+        var action = new IrqAction(desc, handler ?? DefaultPrimaryHandler, threadFn, flags, name, devId);
         if (threadFn is not null)
         {
             action.Thread = new IrqThread(action);
@@ -155,8 +144,6 @@ public sealed class IrqController
     }
 
     private static readonly IrqHandler DefaultPrimaryHandler = static (_, _) => IrqReturn.WakeThread;
-
-    private static int BitOperationsLowestClear(uint used) => System.Numerics.BitOperations.TrailingZeroCount(~used);
 
     private static IrqTrigger? TriggerOf(IrqFlags flags, int irq, string name, string caller)
     {
@@ -224,6 +211,7 @@ public sealed class IrqController
         {
             throw new InvalidOperationException($"free_irq() of {action} from its own thread would wait for itself; free it from another thread.");
         }
+        CheckNotOwnThread(action.Desc, "free_irq()");
         MightSleep.Check("free_irq()");
         if (!action.MarkFreed())
         {
@@ -455,17 +443,21 @@ public sealed class IrqController
         }
     }
 
-    /// <summary>Shutdown, after the drain: frees every action still requested (stopping its thread).</summary>
+    /// <summary>
+    /// Shutdown, after the drain: closes every line to new requests and frees every action still
+    /// requested, stopping its thread. A thread still busy (its function never returned before the drain
+    /// timed out) is told to exit but not joined, so Dispose reports the timeout instead of hanging.
+    /// </summary>
     internal void FreeAll()
     {
         foreach (var desc in _descs)
         {
-            foreach (var a in desc.Actions)
+            bool busy = desc.IsBusy;
+            foreach (var a in desc.CloseForShutdown())
             {
                 if (a.MarkFreed())
                 {
-                    desc.Remove(a);
-                    a.Thread?.Stop(join: !Runtime.IsPanicked);
+                    a.Thread?.Stop(join: !Runtime.IsPanicked && !busy);
                 }
             }
         }

@@ -42,6 +42,7 @@ internal sealed partial class IrqDesc
     private bool _inProgress; // L: IRQD_IRQ_INPROGRESS
     private bool _pending; // L: IRQS_PENDING: an edge that could not run (in progress elsewhere, disabled) and must be replayed
     private bool _spuriousDisabled; // L: IRQS_SPURIOUS_DISABLED
+    private bool _closed; // L: shutdown freed the line; no request may be published after it
     private bool _threadsOneshotCapable; // L: some action is OneShot with a thread (IRQS_ONESHOT): mask while running
     private uint _threadsOneshot; // L: OneShot threads still running; the line stays masked while non-zero
     private int _runningCpu = -1; // L: the CPU running the chain, or -1
@@ -271,6 +272,7 @@ internal sealed partial class IrqDesc
     private void HandleLevel(VirtualCpu cpu, ThreadContext ctx)
     {
         Mask();
+        Interlocked.And(ref _hw, ~HwLatched); // mask_ack_irq(): an edge latch means nothing to a level line
         lock (_lock)
         {
             if (_inProgress)
@@ -428,7 +430,7 @@ internal sealed partial class IrqDesc
         uint toWake = 0;
         foreach (var action in actions)
         {
-            if ((action.ThreadMask & wake) == 0 || action.Thread!.IsRunPending)
+            if ((action.ThreadMask & wake) == 0 || !action.Thread!.TrySetRun())
             {
                 continue;
             }
@@ -453,7 +455,7 @@ internal sealed partial class IrqDesc
         {
             if ((action.ThreadMask & toWake) != 0)
             {
-                action.Thread!.SetRunAndWake();
+                action.Thread!.Wake();
             }
         }
     }
@@ -463,7 +465,7 @@ internal sealed partial class IrqDesc
     {
         lock (_lock)
         {
-            if ((_threadsOneshot & action.ThreadMask) != 0)
+            if ((_threadsOneshot & action.ThreadMask) != 0 && !action.Thread!.IsRunPending)
             {
                 _threadsOneshot &= ~action.ThreadMask;
                 RestartDeliveryLocked();
@@ -538,11 +540,30 @@ internal sealed partial class IrqDesc
         lock (_lock)
         {
             var actions = _actions;
+            if (_closed)
+            {
+                first = false;
+                return $"IRQ {Irq}: the runtime is shutting down and has freed its lines";
+            }
             first = actions.Length == 0;
             string? refusal = first ? null : IrqController.CheckShare(this, actions, action, trigger);
             if (refusal is not null)
             {
                 return refusal;
+            }
+            if (action.Thread is not null)
+            {
+                // thread_mask: a bit no live action and no finishing OneShot thread of a freed one holds.
+                uint used = _threadsOneshot;
+                foreach (var a in actions)
+                {
+                    used |= a.ThreadMask;
+                }
+                if (used == uint.MaxValue)
+                {
+                    return $"IRQ {Irq} already has 32 threaded actions, the most a line's thread_mask can track";
+                }
+                action.ThreadMask = 1u << System.Numerics.BitOperations.TrailingZeroCount(~used);
             }
             if (first && trigger is { } t)
             {
@@ -577,15 +598,21 @@ internal sealed partial class IrqDesc
         }
     }
 
-    /// <summary>The bits already used by this line's threaded actions (thread_mask allocation).</summary>
-    internal uint UsedThreadMask()
+    /// <summary>Shutdown: no request is published after this; returns the actions to free (unpublished, line shut down).</summary>
+    internal IrqAction[] CloseForShutdown()
     {
-        uint used = 0;
-        foreach (var a in _actions)
+        lock (_lock)
         {
-            used |= a.ThreadMask;
+            _closed = true;
+            var actions = _actions;
+            _actions = [];
+            if (actions.Length > 0)
+            {
+                _depth = 1;
+                Mask();
+            }
+            return actions;
         }
-        return used;
     }
 
     /// <summary>__free_irq()'s removal: unpublish the action; the last one shuts the line down (disabled, masked).</summary>

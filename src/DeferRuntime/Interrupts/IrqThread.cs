@@ -41,16 +41,15 @@ internal sealed class IrqThread
     public bool IsRunPending => Volatile.Read(ref _runThread) != 0;
 
     /// <summary>
-    /// The second half of __irq_wake_thread(), after the line's accounting (threads_active, the OneShot
-    /// mask) is done: set RUNTHREAD and wake the thread. Accounting first, so that a thread that finishes
-    /// at once never drops counts that were not yet raised. Wakers are serialized by the line's
-    /// in-progress state, so there is one at a time.
+    /// __irq_wake_thread()'s test_and_set_bit(IRQTF_RUNTHREAD): false if a run is already pending, which
+    /// this wake merges with. Called under the line's lock together with the threads_active and OneShot
+    /// accounting, so a second CPU running the chain cannot count the same run twice; the thread's
+    /// finish takes that lock too, so it never drops counts that were not yet raised.
     /// </summary>
-    public void SetRunAndWake()
-    {
-        Volatile.Write(ref _runThread, 1);
-        _parker.Unpark();
-    }
+    public bool TrySetRun() => Interlocked.Exchange(ref _runThread, 1) == 0;
+
+    /// <summary>wake_up_process(), outside the line's lock, after <see cref="TrySetRun"/> returned true.</summary>
+    public void Wake() => _parker.Unpark();
 
     public void AffinityChanged()
     {
