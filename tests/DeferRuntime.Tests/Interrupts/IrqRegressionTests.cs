@@ -22,7 +22,7 @@ public class IrqRegressionTests
     // and shutdown never sees the line quiescent. A stress test: a shared line with many threaded
     // actions (the window grows with each futex wake WakeThreads issues before the last action's flag).
     [Fact]
-    public void wake_accounting_is_not_atomic_with_RUNTHREAD_and_leaks_threads_active()
+    public void Wake_accounting_never_leaks_threads_active_when_two_cpus_wake_one_thread()
     {
         var runtime = TestRuntime.Boot(configure: o => o.PanicOnOops = true);
         bool ok = false;
@@ -79,7 +79,7 @@ public class IrqRegressionTests
     // out its drain and hangs for good in FreeAll joining that thread (ThrowIfDead only fires once the
     // state is Stopped, which Dispose writes after the joins).
     [Fact]
-    public void FreeIrq_of_a_sibling_from_a_thread_of_the_same_line_deadlocks_instead_of_being_refused()
+    public void FreeIrq_of_a_sibling_from_a_thread_of_the_same_line_is_refused_not_deadlocked()
     {
         var runtime = TestRuntime.Boot(configure: o => o.PanicOnOops = true);
         bool ok = false;
@@ -124,7 +124,7 @@ public class IrqRegressionTests
     // run 2 (RUNTHREAD clear, bit already set); run 1 returns -> bit cleared -> unmask -> the still
     // asserted line is delivered -> a third primary run, while kernel semantics allow exactly two.
     [Fact]
-    public void OneShot_line_is_unmasked_while_its_thread_still_has_a_run_pending()
+    public void A_OneShot_line_stays_masked_while_its_thread_has_a_run_pending()
     {
         using var runtime = TestRuntime.Boot();
         var irqs = runtime.Irqs;
@@ -208,7 +208,7 @@ public class IrqRegressionTests
     // shared threads_oneshot bit and unmasks while the other still runs. Made deterministic by holding
     // the descriptor lock (reflection) until both requesters have started their irq threads.
     [Fact]
-    public void concurrent_threaded_requests_on_a_shared_line_get_the_same_thread_mask()
+    public void Concurrent_threaded_requests_on_a_shared_line_get_distinct_thread_mask_bits()
     {
         using var runtime = TestRuntime.Boot();
         var irqs = runtime.Irqs;
@@ -256,7 +256,7 @@ public class IrqRegressionTests
     // that returns IRQ_NONE then gets the line disabled as spurious after 100,000 runs). The same happens
     // to any AssertEdge on a level line.
     [Fact]
-    public void an_edge_latched_before_a_level_driver_loads_storms_the_line_forever()
+    public void An_edge_latched_before_a_level_driver_loads_does_not_storm_the_line()
     {
         using var runtime = TestRuntime.Boot();
         var irqs = runtime.Irqs;
