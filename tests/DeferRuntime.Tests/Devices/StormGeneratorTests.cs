@@ -1,0 +1,232 @@
+using DeferRuntime.Devices;
+using DeferRuntime.Interrupts;
+
+namespace DeferRuntime.Tests.Devices;
+
+/// <summary>The synthetic storm: every event accounted for, exact counts, backlog instead of loss, honest pacing.</summary>
+public class StormGeneratorTests
+{
+    [Fact]
+    public void A_storm_on_three_lines_accounts_for_every_event_constant_poisson_and_bursty()
+    {
+        using var rt = TestRuntime.Boot();
+        var irqs = rt.Irqs;
+        var options = new StormOptions
+        {
+            Lines =
+            [
+                new StormLine(irqs.AllocateIrq(), 20_000),
+                new StormLine(irqs.AllocateIrq(), 10_000) { Arrival = StormArrival.Poisson },
+                new StormLine(irqs.AllocateIrq(), 10_000) { Arrival = StormArrival.Bursty, BurstLength = 32 },
+            ],
+            Duration = TimeSpan.FromMilliseconds(Stress.Scale(300, 5_000)),
+            RingCapacity = 256,
+        };
+        using var storm = new StormGenerator(rt, options);
+        var drained = new long[3];
+        var outOfOrder = new long[3];
+        var last = new long[3];
+        foreach (var source in storm.Sources)
+        {
+            irqs.RequestIrq(source.Irq, (_, dev) =>
+            {
+                var s = (StormLineSource)dev!;
+                while (s.TryTake(out long timestamp))
+                {
+                    if (timestamp < last[s.Index])
+                    {
+                        outOfOrder[s.Index]++; // FIFO: assertion timestamps never go back
+                    }
+                    last[s.Index] = timestamp;
+                    Volatile.Write(ref drained[s.Index], drained[s.Index] + 1);
+                }
+                return IrqReturn.Handled;
+            }, IrqFlags.None, $"storm{source.Index}", source);
+        }
+
+        storm.Start();
+        Assert.True(storm.Join(Wait.Ceiling), "the storm ends");
+        Wait.Until(() => storm.Sources.All(s => s.Handled == s.Generated), "every generated event drained");
+        Wait.Until(() => storm.Sources.All(s => irqs.GetStats(s.Irq) is { InProgress: false, Pending: false } c && c.Runs + c.Coalesced == c.Asserts), "the lines to go quiet");
+
+        var report = storm.GetReport();
+        Assert.True(report.Completed);
+        Assert.Equal(0, report.Abandoned);
+        for (int i = 0; i < 3; i++)
+        {
+            var line = report.Lines[i];
+            var controller = irqs.GetStats(line.Irq);
+            Assert.True(line.Generated > 0, $"line {i} generated nothing");
+            Assert.Equal(line.Generated, line.Handled);
+            Assert.Equal(line.Generated, Volatile.Read(ref drained[i]));
+            Assert.Equal(0, line.Backlog);
+            Assert.Equal(line.Generated, line.Asserted); // one assertion per event, backlog included
+            Assert.Equal(line.Asserted, line.Delivered + line.Coalesced + line.Latched);
+            Assert.Equal(line.Asserted, controller.Asserts);
+            Assert.Equal(controller.Asserts, controller.Runs + controller.Coalesced);
+            Assert.True(line.Coalesced <= controller.Coalesced); // the controller also counts replays merged
+            Assert.Equal(0, outOfOrder[i]);
+        }
+        Assert.Equal(0, report.Lines[2].Generated % 32); // a duration run ends between bursts, never inside one
+        Assert.Equal(report.Lines.Sum(l => l.Generated), report.Generated);
+        Assert.Equal(report.Generated, report.Handled);
+        Assert.Equal(0, rt.Faults.Count);
+    }
+
+    [Fact]
+    public void An_event_count_run_stops_at_exactly_that_count_and_backlogs_what_a_stalled_driver_cannot_take()
+    {
+        using var rt = TestRuntime.Boot();
+        var irqs = rt.Irqs;
+        const int Count = 10_007;
+        const int Ring = 16;
+        var options = new StormOptions
+        {
+            Lines = [new StormLine(irqs.AllocateIrq(), 1_000_000), new StormLine(irqs.AllocateIrq(), 1_000_000) { Arrival = StormArrival.Poisson }],
+            EventCount = Count,
+            RingCapacity = Ring,
+        };
+        using var storm = new StormGenerator(rt, options);
+        foreach (var source in storm.Sources)
+        {
+            irqs.RequestIrq(source.Irq, Drain, IrqFlags.None, $"counted{source.Index}", source);
+            irqs.DisableIrq(source.Irq); // the driver stalls: nothing drains until EnableIrq
+        }
+
+        storm.Start();
+        Wait.Until(() => storm.Generated == Count, "the count to be generated");
+        // With nothing draining, each FIFO holds its 16 and every later event waits in the backlog.
+        foreach (var source in storm.Sources)
+        {
+            var s = source.GetStats();
+            Assert.Equal(0, s.Handled);
+            Assert.Equal(s.Generated - Ring, s.Backlogged);
+            Assert.Equal(s.Generated - Ring, s.Backlog);
+            Assert.Equal(s.Generated - Ring, s.MaxBacklog);
+        }
+        Assert.False(storm.IsCompleted); // the backlog is not handed over yet, and nothing was dropped
+
+        foreach (var source in storm.Sources)
+        {
+            irqs.EnableIrq(source.Irq);
+        }
+        Assert.True(storm.Join(Wait.Ceiling), "the backlog to be handed over");
+        Wait.Until(() => storm.Sources.All(s => s.Handled == s.Generated), "every event drained");
+
+        var report = storm.GetReport();
+        Assert.Equal(Count, report.Generated);
+        Assert.Equal(Count, report.Handled);
+        Assert.All(report.Lines, l => Assert.Equal(l.Generated, l.Asserted));
+        Assert.Equal(Count, storm.Generated); // and no more after the count
+    }
+
+    [Fact]
+    public void A_backlog_at_its_limit_stalls_generation_until_the_driver_drains()
+    {
+        using var rt = TestRuntime.Boot();
+        int irq = rt.Irqs.AllocateIrq();
+        var options = new StormOptions { Lines = [new StormLine(irq, 1_000_000)], EventCount = 5_000, RingCapacity = 16, BacklogLimit = 100 };
+        using var storm = new StormGenerator(rt, options);
+        rt.Irqs.RequestIrq(irq, Drain, IrqFlags.None, "stalled", storm.Sources[0]);
+        rt.Irqs.DisableIrq(irq);
+
+        storm.Start();
+        Wait.Until(() => storm.GetReport().BacklogStalls >= 1, "generation to stall on the full backlog");
+        Assert.Equal(16 + 100, storm.Generated); // the FIFO and the backlog full, and not one event more
+        Assert.Equal(100, storm.Sources[0].Backlog);
+
+        rt.Irqs.EnableIrq(irq);
+        Assert.True(storm.Join(Wait.Ceiling));
+        Wait.Until(() => storm.Sources[0].Handled == 5_000, "every event drained");
+        Assert.Equal(5_000, storm.Generated);
+        Assert.True(storm.Sources[0].GetStats().MaxBacklog <= 100);
+    }
+
+    [Fact]
+    public void An_absurd_rate_is_reported_as_more_than_the_generator_can_pace()
+    {
+        using var rt = TestRuntime.Boot();
+        var irqs = rt.Irqs;
+        var options = new StormOptions { Lines = [new StormLine(irqs.AllocateIrq(), 1e9)], EventCount = 200_000 };
+        using var storm = new StormGenerator(rt, options);
+        var source = storm.Sources[0];
+        irqs.RequestIrq(source.Irq, Drain, IrqFlags.None, "absurd", source);
+
+        storm.Start();
+        Assert.True(storm.Join(Wait.Ceiling));
+        Wait.Until(() => source.Handled == source.Generated, "every event drained");
+
+        var report = storm.GetReport();
+        Assert.True(report.FellBehind);
+        Assert.True(storm.FellBehind);
+        Assert.True(report.LateEvents > 0);
+        Assert.True(report.AchievedRate < report.RequestedRate);
+        Assert.Equal(200_000, report.Handled); // behind schedule, but not one event fewer
+        Assert.Contains("FELL BEHIND", report.Render(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Generating_allocates_nothing_per_event()
+    {
+        using var rt = TestRuntime.Boot();
+        var irqs = rt.Irqs;
+        int a = irqs.AllocateIrq(), b = irqs.AllocateIrq();
+        long Run(long events)
+        {
+            // A FIFO larger than the run: no backlog can grow, so whatever the storm thread allocates is
+            // one-time setup (its thread-static context on the first assertion), the same for any count.
+            var options = new StormOptions { Lines = [new StormLine(a, 2e6), new StormLine(b, 1e6) { Arrival = StormArrival.Poisson }], EventCount = events, RingCapacity = 1 << 17 };
+            using var storm = new StormGenerator(rt, options);
+            using var first = irqs.RequestIrq(a, Drain, IrqFlags.None, "a", storm.Sources[0]);
+            using var second = irqs.RequestIrq(b, Drain, IrqFlags.None, "b", storm.Sources[1]);
+            storm.Start();
+            Assert.True(storm.Join(Wait.Ceiling));
+            Wait.Until(() => storm.Sources.All(s => s.Handled == s.Generated), "every event drained");
+            return storm.GetReport().GeneratorAllocatedBytes;
+        }
+
+        Assert.Equal(Run(1_000), Run(100_000));
+    }
+
+    private static IrqReturn Drain(int irq, object? devId)
+    {
+        var source = (StormLineSource)devId!;
+        while (source.TryTake(out long _))
+        {
+        }
+        return IrqReturn.Handled;
+    }
+
+    [Fact]
+    public void A_level_line_is_asserted_while_events_wait_and_every_event_is_drained()
+    {
+        using var rt = TestRuntime.Boot();
+        var irqs = rt.Irqs;
+        int irq = irqs.AllocateIrq(IrqTrigger.Level);
+        var options = new StormOptions { Lines = [new StormLine(irq, 200_000) { Arrival = StormArrival.Bursty, BurstLength = 8 }], EventCount = 20_000, RingCapacity = 64 };
+        using var storm = new StormGenerator(rt, options);
+        irqs.RequestIrq(irq, Drain, IrqFlags.None, "level", storm.Sources[0]); // the drain deasserts it when the FIFO is empty
+
+        storm.Start();
+        Assert.True(storm.Join(Wait.Ceiling));
+        Wait.Until(() => storm.Sources[0].Handled == 20_000, "every event drained");
+        Wait.Until(() => irqs.GetStats(irq) is { InProgress: false, Masked: false }, "the line to settle");
+
+        var line = storm.Sources[0].GetStats();
+        Assert.Equal(20_000, line.Generated);
+        Assert.Equal(line.Asserted + line.Reasserts, irqs.GetStats(irq).Asserts);
+    }
+
+    [Fact]
+    public void Bad_storm_options_are_refused_at_construction()
+    {
+        using var rt = TestRuntime.Boot(1);
+        int irq = rt.Irqs.AllocateIrq();
+        Assert.Throws<ArgumentException>(() => new StormGenerator(rt, new StormOptions { Lines = [new StormLine(irq, 10)], Duration = TimeSpan.FromSeconds(1), EventCount = 5 }));
+        Assert.Throws<ArgumentException>(() => new StormGenerator(rt, new StormOptions { Lines = [new StormLine(irq, 10)] }));
+        Assert.Throws<ArgumentException>(() => new StormGenerator(rt, new StormOptions { Lines = [new StormLine(irq, 10), new StormLine(irq, 20)], EventCount = 5 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new StormGenerator(rt, new StormOptions { Lines = [new StormLine(irq, 10)], EventCount = 5, RingCapacity = 100 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new StormGenerator(rt, new StormOptions { Lines = [new StormLine(irq, double.NaN)], EventCount = 5 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new StormGenerator(rt, new StormOptions { Lines = [new StormLine(rt.Irqs.LineCount, 10)], EventCount = 5 }));
+    }
+}
