@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
 using DeferRuntime.Cpus;
+using DeferRuntime.Devices;
 using DeferRuntime.Diagnostics;
 using DeferRuntime.Interrupts;
 using DeferRuntime.Platform;
@@ -64,6 +65,7 @@ public sealed class Runtime : IDisposable
         Softirqs.Open(SoftirqVector.Hi, TaskletAction.RunHi);
         Softirqs.Open(SoftirqVector.Tasklet, TaskletAction.RunNormal);
         Irqs = new IrqController(this, options.IrqLines);
+        NetRx = new NetRxSoftirq(this);
     }
 
     /// <summary>Boots a runtime: validates the options, starts cpu/N and ksoftirqd/N for every CPU, pins them, and returns once all are running.</summary>
@@ -115,6 +117,9 @@ public sealed class Runtime : IDisposable
 
     /// <summary>The interrupt controller: lines, request_irq()/free_irq(), disable/enable, affinity, /proc/interrupts.</summary>
     public IrqController Irqs { get; }
+
+    /// <summary>NET_RX and NAPI: netif_napi_add(), the per-CPU poll lists, the budgets, /proc/net/softnet_stat. NET_RX opens on the first NapiAdd.</summary>
+    public NetRxSoftirq NetRx { get; }
 
     internal bool IsStoppedOrPanicked => IsStopped || _panic is not null;
 
