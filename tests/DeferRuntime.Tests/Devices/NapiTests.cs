@@ -37,7 +37,8 @@ public class NapiTests
                 Assert.Equal(0, Volatile.Read(ref polls)); // NET_RX of CPU 0 waits for our local_bh_enable()
             }
         });
-        Wait.Until(() => !napi.IsScheduled, "the instance to complete");
+        // Counts are updated just after the state word changes: wait for the completion's count too.
+        Wait.Until(() => napi.GetStats() is { Scheduled: false, CompleteDone: 1 }, "the instance to complete");
 
         var s = napi.GetStats();
         Assert.Equal(1, s.Schedules);
@@ -77,7 +78,9 @@ public class NapiTests
 
         // One hard IRQ on CPU 0 schedules all eight: 800 packets, more than netdev_budget (300) per run.
         rt.OnCpu(0, () => Assert.All(napis, n => Assert.True(n.Schedule())));
-        Wait.Until(() => napis.All(n => !n.IsScheduled), "every instance to complete");
+        // A poll's work is counted when it returns, after its completion cleared Sched: wait for the counts.
+        Wait.Until(() => napis.All(n => n.GetStats() is { Scheduled: false, Packets: PacketsEach, CompleteDone: 1 })
+            && rt.NetRx.GetSoftnetStats(0).Processed == Instances * PacketsEach, "every instance to complete");
 
         Assert.All(remaining, r => Assert.Equal(0, r));
         var cpu0 = rt.NetRx.GetSoftnetStats(0);
@@ -179,7 +182,7 @@ public class NapiTests
         napi.Enable();
 
         Assert.True(napi.Schedule());
-        Wait.Until(() => !napi.IsScheduled, "the instance to complete in the end");
+        Wait.Until(() => napi.GetStats() is { Scheduled: false, CompleteDone: 1 }, "the instance to complete in the end");
 
         Assert.Equal(4, Volatile.Read(ref polls)); // each broken poll was polled again, not dropped
         Assert.Equal(1, rt.Faults.Recent.Count(f => f.Exception is InvalidOperationException { Message: "driver bug" }));
