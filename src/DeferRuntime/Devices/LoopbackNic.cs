@@ -80,6 +80,9 @@ public sealed record LoopbackNicOptions
 /// <see cref="LoopbackSender"/>'s window) so it stays 0.</para>
 /// <para>Shutdown: <see cref="Stop"/> the device before disposing the runtime (assertions from a thread of
 /// no CPU are refused once shutdown begins); <see cref="Dispose"/> stops it and closes the socket.</para>
+/// <para>Field legend: <c>I:</c> set at creation; <c>A:</c> any thread, Interlocked; <c>D:</c> the device
+/// thread only; <c>R:</c> the receive path that owns the ring (handed over by the register operations'
+/// full barriers). Other threads read counters with <see cref="Volatile"/>.</para>
 /// </remarks>
 public sealed class LoopbackNic : IDisposable
 {
@@ -91,9 +94,9 @@ public sealed class LoopbackNic : IDisposable
     private readonly Socket _socket; // I
     private readonly Parker _doorbell = new(); // I: register writes wake the device thread
     private Thread? _thread; // I (at Start)
-    private volatile bool _stop;
+    private volatile bool _stop; // set by Stop/Dispose
     private int _regs; // A: RegEnabled | RegCause
-    private ExceptionDispatchInfo? _fault; // set by the device thread before it exits
+    private ExceptionDispatchInfo? _fault; // D: set before the thread exits, read after Join
 
     // D: the device thread.
     private long _readiness; // times poll(2) reported data while the interrupt was enabled

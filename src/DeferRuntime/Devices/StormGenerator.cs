@@ -24,6 +24,8 @@ namespace DeferRuntime.Devices;
 /// FIFOs. Once the driver has drained them, generated == handled on every line.</para>
 /// <para>Shutdown: stop the storm (<see cref="Stop"/>, <see cref="Join"/>) before disposing the runtime;
 /// the runtime refuses assertions from threads of no CPU once its shutdown begins.</para>
+/// <para>Field legend: <c>I:</c> set at creation (or at Start); <c>G:</c> written by the storm thread only,
+/// read by others with <see cref="Volatile"/> or after it ended.</para>
 /// </remarks>
 public sealed class StormGenerator : IDisposable
 {
