@@ -5,7 +5,8 @@ namespace DeferRuntime.Benchmarks;
 
 /// <summary>
 /// <c>dotnet run -c Release --project benchmarks/DeferRuntime.Benchmarks -- [BenchmarkDotNet args]</c>, or
-/// <c>-- latency [options]</c> for the one-way latency percentiles (see <see cref="LatencyMode"/>).
+/// <c>-- latency [options]</c> for the one-way latency percentiles (see <see cref="LatencyMode"/>), or
+/// <c>-- storm [options]</c> for interrupt-storm throughput with every event accounted (see <see cref="Storm.StormMode"/>).
 /// </summary>
 public static class Program
 {
@@ -14,6 +15,10 @@ public static class Program
         if (args.Length > 0 && args[0] == "latency")
         {
             return LatencyMode.Run(args.AsSpan(1));
+        }
+        if (args.Length > 0 && args[0] == "storm")
+        {
+            return Storm.StormMode.Run(args.AsSpan(1));
         }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
