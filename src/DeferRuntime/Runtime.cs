@@ -9,6 +9,7 @@ using DeferRuntime.Interrupts;
 using DeferRuntime.Platform;
 using DeferRuntime.Softirqs;
 using DeferRuntime.Tasklets;
+using DeferRuntime.Timers;
 
 namespace DeferRuntime;
 
@@ -25,12 +26,13 @@ namespace DeferRuntime;
 /// send calls: each request goes to a CPU chosen by <see cref="RuntimeOptions.ForeignPlacement"/>,
 /// which is kicked. Local interrupt and bh control from such threads is refused.</para>
 /// <para>Shutdown: refuse new requests from threads of no CPU, wait for requests in flight, let every
-/// CPU run what is pending (work chained from handlers is still accepted) until all CPUs are quiescent
-/// and no handler ran while that was checked, then stop and join every thread.</para>
+/// CPU run what is pending (work chained from handlers is still accepted, timers already due run) until
+/// all CPUs are quiescent and no handler ran while that was checked, then stop and join every thread.
+/// Timers not yet due are left armed and counted in <see cref="AbandonedTimerCount"/>.</para>
 /// <para>Several instances may live in one process; there is no static mutable state beyond the
 /// per-thread context.</para>
 /// </remarks>
-public sealed class Runtime : IDisposable
+public sealed partial class Runtime : IDisposable
 {
     private const int StateRunning = 0;
     private const int StateStopping = 1;
@@ -48,6 +50,7 @@ public sealed class Runtime : IDisposable
     private Runtime(RuntimeOptions options)
     {
         Options = options;
+        Hz = options.Hz;
         PollWindowTicks = (long)(options.PollWindow.TotalSeconds * Stopwatch.Frequency);
         int[] cores = ThreadPlacement.AllowedCores();
         _cpus = new VirtualCpu[options.CpuCount];
@@ -64,6 +67,8 @@ public sealed class Runtime : IDisposable
 
         Softirqs.Open(SoftirqVector.Hi, TaskletAction.RunHi);
         Softirqs.Open(SoftirqVector.Tasklet, TaskletAction.RunNormal);
+        Softirqs.Open(SoftirqVector.Timer, CpuTimers.RunTimerSoftirq);
+        Softirqs.Open(SoftirqVector.Hrtimer, CpuTimers.RunHrtimerSoftirq);
         Irqs = new IrqController(this, options.IrqLines);
         NetRx = new NetRxSoftirq(this);
     }
@@ -128,7 +133,7 @@ public sealed class Runtime : IDisposable
 
     // ---- softirqs ----
 
-    /// <summary>open_softirq(): installs the action of <paramref name="vector"/>; once per vector. HI and TASKLET are the runtime's own (tasklets).</summary>
+    /// <summary>open_softirq(): installs the action of <paramref name="vector"/>; once per vector. HI and TASKLET (tasklets), TIMER and HRTIMER (timers) are the runtime's own.</summary>
     public void OpenSoftirq(SoftirqVector vector, Action action)
     {
         ThrowIfUnusable("open_softirq()");
@@ -515,6 +520,7 @@ public sealed class Runtime : IDisposable
             {
                 cpu.Join();
             }
+            CountAbandonedTimers();
         }
         finally
         {
@@ -608,6 +614,10 @@ public sealed class Runtime : IDisposable
         if (cpu.AnyIrqPending())
         {
             parts.Add("hard IRQs");
+        }
+        if (cpu.Timers.HasDueEvent(cpu.Runtime.KtimeGetNs()))
+        {
+            parts.Add("timers due");
         }
         if (cpu.Ksoftirqd.IsRunning)
         {

@@ -73,6 +73,13 @@ public sealed class RuntimeOptions
     /// <summary>Interrupt lines of the controller (default 64, at most <see cref="Interrupts.IrqController.MaxLines"/>).</summary>
     public int IrqLines { get; set; } = 64;
 
+    /// <summary>
+    /// CONFIG_HZ: jiffies per second (default 1000), 100 to 10000. The timer wheel's resolution: a jiffy
+    /// is 1/Hz s, and <see cref="Runtime.Jiffies"/> counts them since boot. It costs nothing when idle
+    /// (the clock event is one-shot, tickless), so a high value only makes the wheel finer.
+    /// </summary>
+    public int Hz { get; set; } = 1000;
+
     /// <summary>How long shutdown waits for accepted work to drain before it reports what is left (default 30 s).</summary>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
@@ -101,6 +108,10 @@ public sealed class RuntimeOptions
         if (ShutdownTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(ShutdownTimeout), ShutdownTimeout, "ShutdownTimeout must be positive.");
+        }
+        if (Hz is < 100 or > 10_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Hz), Hz, "Hz must be 100 to 10000 jiffies per second (CONFIG_HZ; the kernel offers 100, 250, 300 and 1000).");
         }
         if (!Enum.IsDefined(IdlePolicy) || !Enum.IsDefined(Priorities) || !Enum.IsDefined(ForeignPlacement))
         {

@@ -23,9 +23,13 @@ public sealed partial class VirtualCpu
 
         try
         {
+            bool awake = true;
             while (!_exit && !Runtime.IsPanicked)
             {
-                if (!RunPending(ctx))
+                // The clock event: once per pass, not per handler (a clock read is ~20 ns).
+                CheckClockEvent(awake);
+                awake = RunPending(ctx);
+                if (!awake)
                 {
                     Idle();
                 }
@@ -81,8 +85,17 @@ public sealed partial class VirtualCpu
             Interlocked.Exchange(ref Line.IdleState, Running);
             return;
         }
+        // Tickless: park only until the next timer event (the one-shot clock event), read after Parked
+        // was announced so an armer that lowers it after this read sees Parked and kicks.
+        long timeoutNs = ClockEventTimeoutNs();
+        if (timeoutNs == 0)
+        {
+            Interlocked.Exchange(ref Line.IdleState, Running);
+            FireClockEvent();
+            return;
+        }
         Parks++;
-        _parker.Park(-1);
+        _parker.Park(timeoutNs);
         Interlocked.Exchange(ref Line.IdleState, Running);
     }
 
@@ -111,6 +124,10 @@ public sealed partial class VirtualCpu
             if ((i & 63) == 0)
             {
                 now = Stopwatch.GetTimestamp();
+                if (ClockEventDueWhilePolling(now))
+                {
+                    return true;
+                }
                 if (now >= deadline)
                 {
                     return false;
@@ -181,6 +198,12 @@ public sealed partial class VirtualCpu
         if (vector == CallFunctionVector)
         {
             RunCallQueue(ctx);
+            return;
+        }
+        if (vector == LocalTimerVector)
+        {
+            Timers.LocalTimerInterrupt(ctx);
+            HardirqCompletions++;
             return;
         }
         // The flow handler runs each handler through RunCallback, so nothing a driver throws gets here.

@@ -5,6 +5,7 @@ using DeferRuntime.Diagnostics;
 using DeferRuntime.Platform;
 using DeferRuntime.Softirqs;
 using DeferRuntime.Tasklets;
+using DeferRuntime.Timers;
 
 namespace DeferRuntime.Cpus;
 
@@ -80,7 +81,10 @@ public sealed partial class VirtualCpu
         Core = core;
         _cpuContext = new ThreadContext(this, ThreadRole.Cpu);
         Ksoftirqd = new Ksoftirqd(this);
+        Timers = new CpuTimers(this);
         Line.IdleState = Running;
+        Line.NextEventNs = CpuTimers.NoEvent;
+        Line.NextDeferrableNs = CpuTimers.NoEvent;
     }
 
     /// <summary>The runtime this CPU belongs to.</summary>
@@ -330,7 +334,8 @@ public sealed partial class VirtualCpu
 
     /// <summary>
     /// True when nothing is pending or in flight on this CPU: no vector, softirq, tasklet or call
-    /// pending, both gates free, ksoftirqd asleep and no foreign caller mid-request.
+    /// pending, no timer due, both gates free, ksoftirqd asleep and no foreign caller mid-request.
+    /// Timers not yet due do not count: shutdown leaves them (see <see cref="CpuTimers"/>).
     /// </summary>
     /// <remarks>
     /// The in-flight count is read first: once it reads 0 with shutdown's state already written, every
@@ -349,7 +354,8 @@ public sealed partial class VirtualCpu
         Volatile.Read(ref Line.CallHead) is null &&
         !IrqGate.IsHeld &&
         !BhGate.IsHeld &&
-        !Ksoftirqd.IsRunning;
+        !Ksoftirqd.IsRunning &&
+        !Timers.HasDueEvent(Runtime.KtimeGetNs());
 
     internal long CompletionSum => Volatile.Read(ref SoftirqCompletions) + Volatile.Read(ref HardirqCompletions);
 
