@@ -17,6 +17,7 @@ public sealed partial class Runtime
 
     private readonly long _bootTimestamp = Stopwatch.GetTimestamp(); // I: ktime 0
     private long _abandonedTimers; // written once by Dispose
+    private long _timerDrainCutoffNs; // written once by Dispose, before the drain: see CpuTimers
 
     /// <summary>CONFIG_HZ of this runtime: jiffies per second (<see cref="RuntimeOptions.Hz"/>).</summary>
     public int Hz { get; }
@@ -38,7 +39,11 @@ public sealed partial class Runtime
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long KtimeGetNs() => KtimeFromTimestamp(Stopwatch.GetTimestamp());
 
-    /// <summary>The number of armed timers and hrtimers that were still pending (not yet due) when <see cref="Dispose"/> stopped the CPUs: the kernel leaves them too; nothing runs them early.</summary>
+    /// <summary>
+    /// The number of timers and hrtimers still armed when <see cref="Dispose"/> stopped the CPUs: those
+    /// not due by the end of the jiffy in which shutdown began (and deferrable ones, which never hold up
+    /// an idle CPU). Nothing runs them early; like the kernel, the runtime leaves them. 0 before shutdown.
+    /// </summary>
     public long AbandonedTimerCount => Volatile.Read(ref _abandonedTimers);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -152,6 +157,11 @@ public sealed partial class Runtime
         }
         return foreign;
     }
+
+    /// <summary>The end of the jiffy in which shutdown began (0 before): timer events up to it are drained, later ones abandoned.</summary>
+    internal long TimerDrainCutoffNs => Volatile.Read(ref _timerDrainCutoffNs);
+
+    private void StartTimerDrain() => Volatile.Write(ref _timerDrainCutoffNs, JiffyStartNs(Jiffies + 1));
 
     /// <summary>Counts what shutdown leaves armed; called once every CPU thread has exited.</summary>
     private void CountAbandonedTimers()

@@ -509,6 +509,7 @@ public sealed partial class Runtime : IDisposable
         string? leftOver;
         try
         {
+            StartTimerDrain();
             leftOver = _panic is null ? Drain() : null;
             // free_irq() of what drivers left requested: their threads are idle after the drain.
             Irqs.FreeAll();
@@ -615,7 +616,7 @@ public sealed partial class Runtime : IDisposable
         {
             parts.Add("hard IRQs");
         }
-        if (cpu.Timers.HasDueEvent(cpu.Runtime.KtimeGetNs()))
+        if (cpu.Timers.HasDueEvent())
         {
             parts.Add("timers due");
         }

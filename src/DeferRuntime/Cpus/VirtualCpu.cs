@@ -355,7 +355,7 @@ public sealed partial class VirtualCpu
         !IrqGate.IsHeld &&
         !BhGate.IsHeld &&
         !Ksoftirqd.IsRunning &&
-        !Timers.HasDueEvent(Runtime.KtimeGetNs());
+        !Timers.HasDueEvent();
 
     internal long CompletionSum => Volatile.Read(ref SoftirqCompletions) + Volatile.Read(ref HardirqCompletions);
 

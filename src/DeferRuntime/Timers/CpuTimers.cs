@@ -38,8 +38,12 @@ namespace DeferRuntime.Timers;
 /// <para><b>Deferrable timers</b> do not wake an idle CPU: parking and polling look at the standard word
 /// only, and so does shutdown's drain. A CPU that is awake anyway (it did work in its last pass) also
 /// looks at the deferrable word, and every clock event handler runs both wheels.</para>
-/// <para><b>Shutdown</b> runs what is already due (a due event keeps a CPU from being quiescent) and
-/// leaves what is not: <see cref="Runtime.AbandonedTimerCount"/> says how many timers were still armed.
+/// <para><b>Shutdown</b> runs what is due and leaves what is not: a CPU is not quiescent while its next
+/// event falls before the end of the jiffy in which shutdown began. That window (at most one jiffy
+/// ahead) takes in a timer armed for the past while its wheel was busy expiring the current jiffy,
+/// which the wheel files for the next jiffy, and a self re-arming timer at most once more. "Due" for a
+/// wheel timer is its bucket time (its expiry rounded up to its level's granularity), as on a live
+/// system. <see cref="Runtime.AbandonedTimerCount"/> says how many timers were still armed at the end.
 /// Nothing is run early and the drain never waits for a far-future timer.</para>
 /// </remarks>
 internal sealed class CpuTimers
@@ -158,8 +162,15 @@ internal sealed class CpuTimers
         System.Diagnostics.Debug.Assert(ctx.InHardirq, "the local timer interrupt runs in hardirq context");
     }
 
-    /// <summary>True if an event that may wake the CPU is due by <paramref name="nowNs"/> (shutdown's quiescence check).</summary>
-    internal bool HasDueEvent(long nowNs) => Volatile.Read(ref Cpu.Line.NextEventNs) <= nowNs;
+    /// <summary>
+    /// Shutdown's quiescence check: true while an event that may wake the CPU is due now or falls before
+    /// the drain cutoff (<see cref="Runtime.TimerDrainCutoffNs"/>), so the drain waits for it.
+    /// </summary>
+    internal bool HasDueEvent()
+    {
+        long next = Volatile.Read(ref Cpu.Line.NextEventNs);
+        return next != NoEvent && next <= Math.Max(Cpu.Runtime.KtimeGetNs(), Cpu.Runtime.TimerDrainCutoffNs);
+    }
 
     /// <summary>run_timer_softirq(): the TIMER_SOFTIRQ action; both wheels of the running CPU.</summary>
     internal static void RunTimerSoftirq()
