@@ -216,7 +216,7 @@ public class TimerListTests
             Interlocked.Increment(ref runs);
             entered.Set();
             Wait.For(release, "the test to release the callback");
-            self.ModTimer(rt.Jiffies + 1); // re-arms while DelTimerSync waits
+            self.ModTimer(rt.Jiffies + rt.MsecsToJiffies(60_000)); // re-arms while DelTimerSync waits
         }, name: "rearming");
         t.ModTimer(rt.Jiffies + 1);
         Wait.For(entered, "the callback");
