@@ -30,9 +30,15 @@ namespace DeferRuntime.Timers;
 /// expiry (nothing lies in between), and arming a timer first forwards a stale clock to now (bounded
 /// by the next expiry), so a wheel that was idle for an hour files a 5-jiffy timer on level 0, not on a
 /// coarse level.</para>
+/// <para>Jiffies here are jiffies_64 since boot, which cannot wrap, so clocks and bucket times compare
+/// plainly; an expiry is compared wrap-safe (as the delta to the clock), so an absurd one such as
+/// long.MinValue is consistently far future, never early.</para>
 /// <para>Locking legend: <c>L:</c> <see cref="BaseLock"/>; <c>B:</c> the holder of the owning CPU's bh
 /// gate (the only thread that runs this wheel). The lock is never held while a callback runs, and never
-/// together with another base's lock (migration releases the old base first).</para>
+/// together with another base's lock (migration releases the old base first). cpu/N may wait for it in
+/// the clock event handler while another thread of its CPU holds it: unlike the gates (DESIGN §5) it is
+/// held only for a few list operations that never wait, and System.Threading.Lock blocks after a short
+/// spin, so a lower-priority holder on the same core gets to finish without relying on preemption.</para>
 /// </remarks>
 internal sealed class TimerBase
 {
@@ -266,6 +272,7 @@ internal sealed class TimerBase
                 _pendingMap[level] &= ~bit;
                 var head = _slots[slot];
                 _slots[slot] = null;
+                Debug.Assert(_slots[WheelSize + level] is null, "the previous expiry left collected timers behind");
                 _slots[WheelSize + level] = head;
                 for (var t = head; t is not null; t = t.Next)
                 {
@@ -287,7 +294,8 @@ internal sealed class TimerBase
         while (_slots[slot] is { } timer)
         {
             Unlink(timer);
-            if (timer.ExpiresValue > clk || timer.RunningOn is not null)
+            // Wrap-safe, like the delta Enqueue computed: an expiry "after" clk modulo 2^64 is far future.
+            if (Jiffies.TimeAfter(timer.ExpiresValue, clk) || timer.RunningOn is not null)
             {
                 // Filed at the wheel's far end and not yet due; or its callback is still running on the
                 // CPU it was moved away from by add_timer_on(): file it again rather than run it early or
