@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
-using DeferRuntime.Locking;
 
 namespace DeferRuntime.Timers;
 
@@ -123,17 +122,7 @@ public sealed class Hrtimer
     /// </summary>
     public bool Cancel()
     {
-        var ctx = ThreadContext.Current;
-        if (ctx is not null && Volatile.Read(ref RunningOn) is { } running && ReferenceEquals(running.Cpu.BhGate.Owner, ctx))
-        {
-            throw new InvalidOperationException(
-                $"hrtimer_cancel() on hrtimer '{Name}' from its own callback: it waits for the callback to finish, i.e. for itself, forever; return HrtimerRestart.NoRestart instead.");
-        }
-        if (MightSleep.IsAtomic(ctx))
-        {
-            throw new InvalidOperationException(
-                $"hrtimer_cancel() on hrtimer '{Name}' from atomic context ({ctx?.Describe() ?? "a spinlock held"}): it waits for a running callback; use TryToCancel() there.");
-        }
+        BaseLocking.CheckMayWaitForCallback(Volatile.Read(ref RunningOn), "hrtimer_cancel()", $"hrtimer '{Name}'", "use TryToCancel() there, or return HrtimerRestart.NoRestart from the callback");
         var backoff = default(Backoff);
         bool waiting = false;
         try
@@ -222,13 +211,9 @@ public sealed class Hrtimer
             expires = relative ? SaturatingAdd(Runtime.KtimeGetNs(), time) : time;
             if (!ReferenceEquals(hrBase, newBase) && Volatile.Read(ref RunningOn) is null)
             {
-                // switch_hrtimer_base(): migrate holding neither lock (see TimerList.ArmOn). A running
-                // callback keeps the timer on its base, so it never runs on two CPUs at once.
-                Volatile.Write(ref _base, null);
-                hrBase.BaseLock.Exit();
-                hrBase = newBase;
-                hrBase.BaseLock.Enter();
-                Volatile.Write(ref _base, hrBase);
+                // switch_hrtimer_base(). A running callback keeps the timer on its base, so it never
+                // runs on two CPUs at once.
+                hrBase = BaseLocking.Migrate(ref _base, hrBase, newBase);
             }
             Volatile.Write(ref ExpiresValue, expires);
             hrBase.Enqueue(this);
@@ -240,24 +225,7 @@ public sealed class Hrtimer
         hrBase.Cpu.Timers.Program(expires, deferrable: false);
     }
 
-    private HrtimerBase LockBase()
-    {
-        var backoff = default(Backoff);
-        while (true)
-        {
-            var hrBase = Volatile.Read(ref _base);
-            if (hrBase is not null)
-            {
-                hrBase.BaseLock.Enter();
-                if (ReferenceEquals(Volatile.Read(ref _base), hrBase))
-                {
-                    return hrBase;
-                }
-                hrBase.BaseLock.Exit();
-            }
-            backoff.Wait();
-        }
-    }
+    private HrtimerBase LockBase() => BaseLocking.LockHome(ref _base);
 
     private HrtimerBase LockBaseAndRead()
     {

@@ -12,7 +12,7 @@ namespace DeferRuntime.Timers;
 /// same operations with less pointer chasing and no per-node allocation.)
 /// </summary>
 /// <remarks>Legend: <c>L:</c> <see cref="BaseLock"/>; never held while a callback runs, never with another base's lock.</remarks>
-internal sealed class HrtimerBase
+internal sealed class HrtimerBase : ILockedBase
 {
     internal const long NoExpiry = long.MaxValue;
 
@@ -23,9 +23,9 @@ internal sealed class HrtimerBase
 
     internal HrtimerBase(CpuTimers owner) => _owner = owner;
 
-    internal Lock BaseLock { get; } = new();
+    public Lock BaseLock { get; } = new();
 
-    internal VirtualCpu Cpu => _owner.Cpu;
+    public VirtualCpu Cpu => _owner.Cpu;
 
     internal int Count
     {
@@ -113,16 +113,7 @@ internal sealed class HrtimerBase
                 }
                 Remove(timer);
                 Volatile.Write(ref timer.RunningOn, this);
-                BaseLock.Exit();
-                try
-                {
-                    cpu.RunCallback(ctx, timer, static t => t.Invoke(), static t => $"hrtimer '{t.Name}'");
-                    cpu.PreemptionPoint(ctx);
-                }
-                finally
-                {
-                    BaseLock.Enter();
-                }
+                BaseLocking.RunUnlocked(BaseLock, ctx, timer, static t => t.Invoke(), static t => $"hrtimer '{t.Name}'");
                 // __run_hrtimer(): re-queue on HRTIMER_RESTART unless the callback started it itself.
                 if (timer.Result == HrtimerRestart.Restart && timer.HeapIndex < 0)
                 {

@@ -40,7 +40,7 @@ namespace DeferRuntime.Timers;
 /// held only for a few list operations that never wait, and System.Threading.Lock blocks after a short
 /// spin, so a lower-priority holder on the same core gets to finish without relying on preemption.</para>
 /// </remarks>
-internal sealed class TimerBase
+internal sealed class TimerBase : ILockedBase
 {
     /// <summary>LVL_BITS: 64 buckets per level (one pending word per level).</summary>
     internal const int LevelBits = 6;
@@ -78,11 +78,11 @@ internal sealed class TimerBase
     }
 
     /// <summary>The base lock (timer_base.lock).</summary>
-    internal Lock BaseLock { get; } = new();
+    public Lock BaseLock { get; } = new();
 
     internal bool IsDeferrable { get; }
 
-    internal VirtualCpu Cpu => _owner.Cpu;
+    public VirtualCpu Cpu => _owner.Cpu;
 
     internal int Count
     {
@@ -303,19 +303,9 @@ internal sealed class TimerBase
                 Enqueue(timer, timer.ExpiresValue, clk);
                 continue;
             }
-            timer.RunningOn = this;
-            BaseLock.Exit();
-            try
-            {
-                cpu.RunCallback(ctx, timer, static t => t.Invoke(), static t => $"timer '{t.Name}'");
-                // Pending hard IRQs (the next clock event included) between two callbacks, as tasklets do.
-                cpu.PreemptionPoint(ctx);
-            }
-            finally
-            {
-                BaseLock.Enter();
-                Volatile.Write(ref timer.RunningOn, null);
-            }
+            Volatile.Write(ref timer.RunningOn, this);
+            BaseLocking.RunUnlocked(BaseLock, ctx, timer, static t => t.Invoke(), static t => $"timer '{t.Name}'");
+            Volatile.Write(ref timer.RunningOn, null);
             if (cpu.Runtime.IsPanicked)
             {
                 return;

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
-using DeferRuntime.Locking;
 
 namespace DeferRuntime.Timers;
 
@@ -203,15 +202,9 @@ public sealed class TimerList
             }
             if (!ReferenceEquals(timerBase, newBase) && (mode == ArmMode.AddOn || Volatile.Read(ref RunningOn) is null))
             {
-                // Migrate without ever holding two base locks: mark it migrating, let go of the old base,
-                // take the new one. Lockers that see null wait; lockers that got the old lock before us
-                // re-check _base after locking and retry. A running callback keeps it where it runs
-                // (except add_timer_on(), as in the kernel; expiry then defers it while the callback runs).
-                Volatile.Write(ref _base, null);
-                timerBase.BaseLock.Exit();
-                timerBase = newBase;
-                timerBase.BaseLock.Enter();
-                Volatile.Write(ref _base, timerBase);
+                // A running callback keeps the timer where it runs (except add_timer_on(), as in the
+                // kernel; expiry then defers it while the callback still runs elsewhere).
+                timerBase = BaseLocking.Migrate(ref _base, timerBase, newBase);
             }
             if (mode == ArmMode.AddOn)
             {
@@ -286,24 +279,7 @@ public sealed class TimerList
     }
 
     /// <summary>lock_timer_base(): locks the base the timer belongs to, waiting out a migration.</summary>
-    private TimerBase LockBase()
-    {
-        var backoff = default(Backoff);
-        while (true)
-        {
-            var timerBase = Volatile.Read(ref _base);
-            if (timerBase is not null)
-            {
-                timerBase.BaseLock.Enter();
-                if (ReferenceEquals(Volatile.Read(ref _base), timerBase))
-                {
-                    return timerBase;
-                }
-                timerBase.BaseLock.Exit();
-            }
-            backoff.Wait();
-        }
-    }
+    private TimerBase LockBase() => BaseLocking.LockHome(ref _base);
 
     private TimerBase LockBaseAndRead()
     {
@@ -312,20 +288,8 @@ public sealed class TimerList
         return timerBase;
     }
 
-    private void CheckMayWait(string caller)
-    {
-        var ctx = ThreadContext.Current;
-        if (ctx is not null && Volatile.Read(ref RunningOn) is { } running && ReferenceEquals(running.Cpu.BhGate.Owner, ctx))
-        {
-            throw new InvalidOperationException(
-                $"{caller} on timer '{Name}' from its own callback: it waits for the callback to finish, i.e. for itself, forever (a deadlock in the kernel too); use DelTimer() there.");
-        }
-        if (MightSleep.IsAtomic(ctx))
-        {
-            throw new InvalidOperationException(
-                $"{caller} on timer '{Name}' from atomic context ({ctx?.Describe() ?? "a spinlock held"}): it waits for a running callback, and the kernel forbids it from interrupt context (the callback may need this CPU); use DelTimer() there.");
-        }
-    }
+    private void CheckMayWait(string caller) =>
+        BaseLocking.CheckMayWaitForCallback(Volatile.Read(ref RunningOn), caller, $"timer '{Name}'", "use DelTimer() there");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowPending(string caller) =>
