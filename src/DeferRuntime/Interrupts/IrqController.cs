@@ -471,7 +471,7 @@ public sealed class IrqController
     /// <summary>
     /// /proc/interrupts: one row per line that has actions or has fired — chain runs per CPU, trigger,
     /// the action names — then the coalesced, replayed and unhandled counts; then the per-CPU rows for
-    /// the function-call IPI.
+    /// the local timer (LOC) and the function-call IPI (CAL).
     /// </summary>
     public string RenderInterrupts()
     {
@@ -504,6 +504,12 @@ public sealed class IrqController
             }
             sb.AppendLine("]");
         }
+        sb.Append("LOC:");
+        foreach (var cpu in cpus)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $" {cpu.LocalTimerInterruptCount,10}");
+        }
+        sb.AppendLine("  Local timer interrupts");
         sb.Append("CAL:");
         foreach (var cpu in cpus)
         {

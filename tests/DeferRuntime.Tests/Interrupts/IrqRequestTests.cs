@@ -41,7 +41,10 @@ public class IrqRequestTests
         var stats = irqs.GetStats(irq);
         Assert.Equal(["a", "b", "c"], stats.Actions);
         Assert.Equal(1, stats.Unhandled); // only the second chain: nobody returned IRQ_HANDLED
-        Assert.Contains("a, b, c", irqs.RenderInterrupts(), StringComparison.Ordinal);
+        string proc = irqs.RenderInterrupts();
+        Assert.Contains("a, b, c", proc, StringComparison.Ordinal);
+        Assert.Contains("Local timer interrupts", proc, StringComparison.Ordinal);
+        Assert.Contains("Function call interrupts", proc, StringComparison.Ordinal);
     }
 
     [Fact]
