@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using DeferRuntime.Benchmarks.Support;
 using DeferRuntime.Cpus;
 using DeferRuntime.Devices;
 using DeferRuntime.Interrupts;
@@ -8,9 +9,12 @@ using DeferRuntime.Interrupts;
 namespace DeferRuntime.Benchmarks.Storm;
 
 /// <summary>
-/// <c>-- storm [--rates r1,r2,...] [--lines N] [--seconds S] [--policy Poll|Hybrid|Halt] [--arrival Constant|Poisson|Bursty]</c>:
-/// storm throughput. For each total rate, a two-CPU runtime, N edge lines balanced across both CPUs,
-/// one storm generator thread pacing all of them; each hard-IRQ handler drains its line's FIFO and
+/// <c>-- storm [--rates r1,r2,...] [--lines N] [--seconds S] [--policy Poll|Hybrid|Halt] [--arrival Constant|Poisson|Bursty] [--topology shared|split]</c>:
+/// storm throughput. For each total rate, a runtime, N edge lines balanced across its CPUs, one storm
+/// generator thread pacing all of them. Topology <c>shared</c> (default): two CPUs, one per core, and the
+/// generator thread competing with them for the two cores, as a user's device thread would.
+/// <c>split</c>: one CPU on the last core and the generator pinned alone on the first, the way real
+/// hardware does not take CPU time from the CPUs it interrupts. each hard-IRQ handler drains its line's FIFO and
 /// records assert -> handler-entry latency per event into a pre-allocated histogram. Reported per rate:
 /// events generated and handled (every one accounted: lost must be 0), the rate achieved, whether the
 /// generator could pace it, latency percentiles, interrupts taken (coalescing), and GC activity.
@@ -24,6 +28,7 @@ internal static class StormMode
         double seconds = 3;
         var policy = IdlePolicy.Hybrid;
         var arrival = StormArrival.Poisson;
+        bool split = false;
         for (int i = 0; i < args.Length; i++)
         {
             string value = i + 1 < args.Length ? args[i + 1] : "";
@@ -34,30 +39,35 @@ internal static class StormMode
                 case "--seconds": seconds = double.Parse(value, CultureInfo.InvariantCulture); i++; break;
                 case "--policy": policy = Enum.Parse<IdlePolicy>(value, ignoreCase: true); i++; break;
                 case "--arrival": arrival = Enum.Parse<StormArrival>(value, ignoreCase: true); i++; break;
+                case "--topology": split = value == "split"; i++; break;
                 default:
-                    Console.Error.WriteLine($"unknown option '{args[i]}'. Usage: storm [--rates r1,r2] [--lines N] [--seconds S] [--policy Poll|Hybrid|Halt] [--arrival Constant|Poisson|Bursty]");
+                    Console.Error.WriteLine($"unknown option '{args[i]}'. Usage: storm [--rates r1,r2] [--lines N] [--seconds S] [--policy Poll|Hybrid|Halt] [--arrival Constant|Poisson|Bursty] [--topology shared|split]");
                     return 2;
             }
         }
 
         Console.WriteLine($"# storm mode: {RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription}, {Environment.ProcessorCount} processors");
-        Console.WriteLine($"# 2 virtual CPUs ({policy}), {lines} edge lines balanced across both, {arrival} arrivals, {seconds:0.#} s per rate, one generator thread");
+        Console.WriteLine(split
+            ? $"# split: 1 virtual CPU ({policy}) on core {ForeignTopology.ConsumerCore}, the generator thread pinned alone on core {ForeignTopology.ProducerCore}; {lines} edge lines, {arrival} arrivals, {seconds:0.#} s per rate"
+            : $"# shared: 2 virtual CPUs ({policy}) one per core, the generator thread unpinned beside them; {lines} edge lines balanced across both, {arrival} arrivals, {seconds:0.#} s per rate");
         Console.WriteLine();
         Console.WriteLine("| requested/s | generated | handled | lost | handled/s | paced? | IRQ runs | events/run | p50 µs | p99 µs | p99.9 µs | max µs | GCs | GC pause |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         int failures = 0;
         foreach (double rate in rates)
         {
-            failures += RunOne(rate, lines, seconds, policy, arrival) ? 0 : 1;
+            failures += RunOne(rate, lines, seconds, policy, arrival, split) ? 0 : 1;
         }
         Console.WriteLine();
         Console.WriteLine("# latency: assertion timestamp (generator) -> handler entry timestamp (cpu/N), per event; 'paced?' is no when the generator fell > 1 ms behind its schedule");
         return failures == 0 ? 0 : 1;
     }
 
-    private static bool RunOne(double rate, int lineCount, double seconds, IdlePolicy policy, StormArrival arrival)
+    private static bool RunOne(double rate, int lineCount, double seconds, IdlePolicy policy, StormArrival arrival, bool split)
     {
-        using var runtime = Runtime.Boot(new RuntimeOptions { CpuCount = 2, IdlePolicy = policy });
+        // split: boot one CPU under an affinity of the last core, then pin this thread to the first; the
+        // generator thread inherits this thread's affinity when Start creates it.
+        using var runtime = split ? ForeignTopology.BootRemoteCpu(policy) : Runtime.Boot(new RuntimeOptions { CpuCount = 2, IdlePolicy = policy });
         var irqs = runtime.Irqs;
         var lines = Enumerable.Range(0, lineCount)
             .Select(_ => new StormLine(irqs.AllocateIrq(), rate / lineCount) { Arrival = arrival })
@@ -92,6 +102,10 @@ internal static class StormMode
         while (storm.Sources.Any(s => s.Handled != s.Generated) && Stopwatch.GetTimestamp() < deadline)
         {
             Thread.Sleep(1);
+        }
+        if (split)
+        {
+            ForeignTopology.Unpin();
         }
         var report = storm.GetReport();
         int gcs = GC.CollectionCount(0) + GC.CollectionCount(1) + GC.CollectionCount(2) - gcBefore;
