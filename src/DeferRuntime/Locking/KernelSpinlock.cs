@@ -27,22 +27,27 @@ namespace DeferRuntime.Locking;
 /// acquisition to another core, and moving the lock's line between the cores costs ~0.1-0.3 µs on the
 /// development VM, so the contended ticket lock ran at 0.063x <see cref="SpinLock"/>. Letting the thread
 /// that just released re-take the lock while the line is still in its cache is where SpinLock's
-/// throughput comes from; the hand-off request is what keeps it from starving anyone. The kernel's own
-/// qspinlock is not strictly FIFO either (a locker can take a free lock ahead of the queue).
+/// throughput comes from; the hand-off request is what keeps it from starving anyone. The kernel makes
+/// the same call wherever its CPUs can be descheduled, as every user-space thread can: the paravirt
+/// qspinlock is a "hybrid queued/unfair lock" (kernel/locking/qspinlock_paravirt.h: arrivals steal the
+/// lock until the queue head sets the pending bit), and a guest without paravirt spinlocks falls back to
+/// a plain test-and-set lock (virt_spin_lock()). The difference here is that the head lets a bounded
+/// number of steals through before it forbids them, which is what amortizes the hand-over.
 /// </para>
 /// <para>
 /// The bound. A waiter first waits for the waiters queued ahead of it (each served under the same bound;
 /// queued waiters never overtake each other), then, as head, is overtaken at most
-/// <see cref="MaxOvertakes"/> (64) times, plus the acquisitions that complete during its last pause before
-/// it notices (at most ~0.7 µs), plus one per thread that had already read <c>Handoff</c> clear when it was
-/// set. The count runs while the head runs: one the OS has descheduled is overtaken until it runs again.
-/// If it is descheduled holding a reservation, the lock does not sit idle for the milliseconds that can
-/// take under load: a locker that sees it free and reserved for 200 µs (longer than a running head's
-/// slowest look, a nap) lets the reservation lapse and takes the lock once; the head asks again as soon
-/// as it runs. So no waiter that runs can starve, and none is overtaken more than about 64 times per turn. With
-/// two threads contending, each hand-over swaps which one is the head, so their acquisition counts move
-/// apart by at most about one bound per turn and come back together at the next: over any long run their
-/// ratio stays near 1 (within 2x is what the fairness test asserts).
+/// <see cref="MaxOvertakes"/> (256) times, plus the few that complete between its last look and its
+/// hand-off request reaching the holder (it aims its looks at the bound from the rate it sees), plus one
+/// per thread that had already read <c>Handoff</c> clear. The count runs while the head runs: one the OS
+/// has descheduled is overtaken until it runs again (a FIFO lock would stall everyone instead). If it is
+/// descheduled holding a reservation, the lock does not sit idle for the milliseconds that can take
+/// under load: a locker that sees it free and reserved for 200 µs (longer than a running head's slowest
+/// look, a nap) lets the reservation lapse and takes the lock once; the head asks again as soon as it
+/// runs. So no waiter that runs can starve, and none is overtaken more than about 256 times per turn.
+/// With two threads contending, each hand-over swaps which one is the head, so their acquisition counts
+/// move apart by at most about one bound per turn and come back together at the next: over any long run
+/// their ratio stays near 1 (within 2x is what the fairness test asserts).
 /// </para>
 /// <para>
 /// Every waiter spins, then yields, then naps (usleep), counting only looks at which nothing moved, so a
