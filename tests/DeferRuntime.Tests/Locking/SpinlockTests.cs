@@ -252,7 +252,7 @@ public class SpinlockFairnessTests : ValidatedTest
         // times before a waiter's hand-off, so counts drift by up to that much per hand-over, and a
         // thread the OS deschedules for a time slice (~3 ms, ~100,000 acquisitions here) loses that many.
         // Tens of millions of acquisitions and hundreds of thousands of hand-overs average both out.
-        long target = Stress.Scale(10_000_000, 200_000_000);
+        long target = Stress.Scale(10_000_000, 40_000_000);
         using var start = new Barrier(threads);
         var workers = Enumerable.Range(0, threads).Select(i => Guarded.Start(() =>
         {
