@@ -250,8 +250,9 @@ public class SpinlockFairnessTests : ValidatedTest
         int last = -1;
         // Long enough to mean it: the lock lets its holder re-take it up to KernelSpinlock.MaxOvertakes
         // times before a waiter's hand-off, so counts drift by up to that much per hand-over, and a
-        // thread the OS deschedules for a time slice (~3 ms, ~100,000 acquisitions here) loses that many.
-        // Tens of millions of acquisitions and hundreds of thousands of hand-overs average both out.
+        // thread the OS deschedules for a time slice (~3 ms) loses a slice's worth of acquisitions to
+        // the other. Ten million acquisitions (forty stressed), thousands of hand-overs and hundreds of
+        // time slices average both out; the old 200,000 took a few milliseconds.
         long target = Stress.Scale(10_000_000, 40_000_000);
         using var start = new Barrier(threads);
         var workers = Enumerable.Range(0, threads).Select(i => Guarded.Start(() =>
