@@ -130,6 +130,25 @@ public sealed partial class Workqueue : IDisposable
 
     internal Rescuer? Rescuer { get; } // I: MemReclaim only
 
+    private TaskScheduler? _taskScheduler; // A: made on first use
+
+    /// <summary>
+    /// A <see cref="System.Threading.Tasks.TaskScheduler"/> that runs tasks as work items of this workqueue
+    /// (DESIGN §5: async code reaches a workqueue through it). Each task allocates its own item; the
+    /// allocation-free API is <see cref="Queue"/> with pre-allocated <see cref="WorkStruct"/>s.
+    /// </summary>
+    public TaskScheduler TaskScheduler
+    {
+        get
+        {
+            if (IsBh)
+            {
+                throw new InvalidOperationException($"Workqueue.TaskScheduler on bh workqueue '{Name}': tasks may block and await, softirq context may not.");
+            }
+            return Volatile.Read(ref _taskScheduler) ?? Interlocked.CompareExchange(ref _taskScheduler, new WorkqueueTaskScheduler(this), null) ?? _taskScheduler!;
+        }
+    }
+
     internal bool IsCpuIntensive => (Flags & WorkqueueFlags.CpuIntensive) != 0 && !_unbound;
 
     internal bool IsFreezable => (Flags & WorkqueueFlags.Freezable) != 0;
