@@ -249,7 +249,6 @@ internal sealed class Worker : ISleepNotifier
                 return;
             }
             pool.LeaveIdle(this);
-            Sub.WakeTicker(); // a busy worker needs the tick (cpu-intensive detection, mayday, watchdog)
 
             while (pool.NeedMoreWorker)
             {

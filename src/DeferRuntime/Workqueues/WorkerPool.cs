@@ -106,6 +106,7 @@ internal sealed class WorkerPool
     public long LastMayday; // T
     public long WatchdogStarted; // T: Started when last seen to move
     public long WatchdogSince; // T: when that was
+    public bool WatchdogArmed; // T: items were waiting at the previous tick too
 
     // ---- the lock ----
 
@@ -196,13 +197,23 @@ internal sealed class WorkerPool
         return idle;
     }
 
-    /// <summary>The wake-up half of kick_pool(), after the pool lock is released: a futex wake only if the worker parked.</summary>
+    /// <summary>
+    /// The wake-up half of kick_pool(), after the pool lock is released: a futex wake only if the worker
+    /// parked; then the ticker, which a busy pool needs (cpu-intensive detection, mayday, watchdog).
+    /// The kicker wakes the ticker, not the kicked worker: that keeps a possible futex call off the path
+    /// from the kick to the item's start. It is enough: a kick means work on the worklist, which the
+    /// ticker's last look before parking sees, or the kicker sees the ticker parked.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void WakeKicked(Worker? worker)
     {
-        if (worker is not null && worker.IsParked)
+        if (worker is not null)
         {
-            worker.Unpark();
+            if (worker.IsParked)
+            {
+                worker.Unpark();
+            }
+            worker.Pool.Sub.WakeTicker();
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using DeferRuntime.Cpus;
+using DeferRuntime.Platform;
 
 namespace DeferRuntime.Workqueues;
 
@@ -14,6 +15,9 @@ namespace DeferRuntime.Workqueues;
 //   - wq_watchdog_timer_fn(): a pool with waiting items that started none for the threshold is reported.
 internal sealed partial class WorkqueueSubsystem
 {
+    /// <summary>Idle ticks before the ticker parks: 10 ms of hysteresis.</summary>
+    private const int LingerTicks = 10;
+
     private readonly Parker _tickerParker = new();
     private Thread? _ticker;
     private int _tickerIdle; // A: 1 while the ticker parks with no pool busy
@@ -64,6 +68,17 @@ internal sealed partial class WorkqueueSubsystem
         long watchdog = Ticks(options.WorkqueueWatchdogThreshold);
         var dying = new List<Worker>();
         var reports = new List<(int Cpu, string Message)>();
+        int idleTicks = 0;
+        // The ticker belongs to no CPU: let it run on any core the runtime uses, at the lowest priority
+        // the policy allows, so its wake-ups do not preempt a worker on the worker's own core.
+        if (options.Pinning)
+        {
+            _ = ThreadPlacement.PinCurrentThreadToCores(Runtime.Cpus.Select(c => c.Core).Distinct().ToArray());
+        }
+        if (options.Priorities != PriorityPolicy.None)
+        {
+            _ = ThreadPlacement.SetNice(19);
+        }
 
         while (!_tickerExit && !Runtime.IsPanicked)
         {
@@ -90,11 +105,18 @@ internal sealed partial class WorkqueueSubsystem
             }
             reports.Clear();
 
-            if (busy)
+            // Keep ticking a little after the last busy tick (LingerTicks): bursts of work then wake
+            // the ticker once, not once per burst.
+            if (busy || ++idleTicks < LingerTicks)
             {
+                if (busy)
+                {
+                    idleTicks = 0;
+                }
                 _tickerParker.Park(TicksToNs(tick));
                 continue;
             }
+            idleTicks = 0;
             // Announce the idle park, then look again under the pool locks: a worker leaving idle writes
             // its pool under the lock and then reads _tickerIdle, so one of us sees the other.
             Interlocked.Exchange(ref _tickerIdle, 1);
@@ -150,10 +172,14 @@ internal sealed partial class WorkqueueSubsystem
                 }
             }
         }
-        if (pool.Hot.WorkHead is null || pool.Started != pool.WatchdogStarted)
+        // The stall clock starts at the first tick that sees items waiting (the kernel touches
+        // watchdog_ts when the worklist becomes non-empty; this keeps the clock off the queue path) and
+        // restarts whenever an item starts.
+        if (pool.Hot.WorkHead is null || pool.Started != pool.WatchdogStarted || !pool.WatchdogArmed)
         {
             pool.WatchdogStarted = pool.Started;
             pool.WatchdogSince = now;
+            pool.WatchdogArmed = pool.Hot.WorkHead is not null;
         }
         else if (watchdog > 0 && now - pool.WatchdogSince >= watchdog)
         {

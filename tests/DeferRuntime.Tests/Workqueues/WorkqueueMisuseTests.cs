@@ -139,6 +139,7 @@ public class WorkqueueMisuseTests
         var bad = new WorkStruct(_ => throw new InvalidDataException("boom"), "thrower");
         rt.SystemWq.Queue(bad);
         bad.FlushWork();
+        Assert.True(rt.Faults.Count == 1, string.Join("\n", rt.Faults.Recent));
         var fault = Assert.Single(rt.Faults.Recent);
         Assert.Equal("work item 'thrower'", fault.Source);
         Assert.IsType<InvalidDataException>(fault.Exception);
