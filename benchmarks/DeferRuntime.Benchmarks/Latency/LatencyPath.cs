@@ -40,6 +40,12 @@ internal abstract class LatencyPath : IDisposable
         new IrqAssertPath(IdlePolicy.Hybrid, idle: true),
         new IrqAssertPath(IdlePolicy.Halt, idle: true),
         new RawFutexWakePath(),
+        new WorkqueuePath(idleGapNs: 0),
+        new WorkqueuePath(idleGapNs: 100_000),
+        new ThreadPoolIdlePath(idleGapNs: 100_000),
+        new ChannelAwaitingIdlePath(idleGapNs: 100_000),
+        new WorkqueuePath(idleGapNs: 1_000_000),
+        new ThreadPoolIdlePath(idleGapNs: 1_000_000),
     ];
 }
 

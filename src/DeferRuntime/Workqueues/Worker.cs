@@ -79,7 +79,8 @@ internal sealed class Worker : ISleepNotifier
     public Worker? IdleNext, IdlePrev; // L
     public long IdleSince; // L
     public long Stamp; // W: bumped at each item start and each wake from a sleep
-    public long TickStamp = -1, TickSince; // T: the ticker's last view of Stamp and since when
+    public long TickStamp = -1, TickSince; // T: the ticker's last view of Stamp, and the worker's CPU time (or the wall clock) then
+    public int CpuClock = ThreadCpuClock.None; // I (set by the thread at start): its CPU-time clock, for the ticker
 
     public bool IsIdle => (Flags & FlagIdle) != 0;
 
@@ -194,6 +195,7 @@ internal sealed class Worker : ISleepNotifier
         var ctx = new ThreadContext(pool.ContextCpu, ThreadRole.Worker) { SleepNotifier = this };
         ThreadContext.Attach(ctx);
         t_current = this;
+        Volatile.Write(ref CpuClock, ThreadCpuClock.Create());
         try
         {
             Place(pool);

@@ -198,10 +198,12 @@ internal sealed partial class WorkqueueSubsystem
 
     /// <summary>
     /// wq_worker_tick(): a counted worker whose stamp (bumped at each item start and wake-up) has not
-    /// moved for the threshold has been running one item without sleeping: mark it CPU_INTENSIVE, so it
-    /// stops counting, and kick the pool. Wall time here, where the kernel uses the task's CPU time.
+    /// moved while it consumed the threshold of CPU time has been running one item without sleeping: mark
+    /// it CPU_INTENSIVE, so it stops counting, and kick the pool. CPU time as the kernel's
+    /// sum_exec_runtime (a worker that is merely preempted is not cpu-intensive); wall time where the
+    /// platform has no per-thread CPU clock.
     /// </summary>
-    private static Worker? DetectCpuIntensive(WorkerPool pool, long now, long threshold)
+    private static Worker? DetectCpuIntensive(WorkerPool pool, long now, long thresholdTicks)
     {
         Worker? toWake = null;
         foreach (var worker in pool.WorkersLocked)
@@ -211,14 +213,17 @@ internal sealed partial class WorkqueueSubsystem
                 worker.TickStamp = -1;
                 continue;
             }
+            long cpuNs = ThreadCpuClock.ReadNs(Volatile.Read(ref worker.CpuClock));
+            long clock = cpuNs >= 0 ? cpuNs : now;
+            long threshold = cpuNs >= 0 ? (long)(thresholdTicks * (1_000_000_000.0 / Stopwatch.Frequency)) : thresholdTicks;
             long stamp = Volatile.Read(ref worker.Stamp);
             if (stamp != worker.TickStamp)
             {
                 worker.TickStamp = stamp;
-                worker.TickSince = now;
+                worker.TickSince = clock;
                 continue;
             }
-            if (now - worker.TickSince >= threshold)
+            if (clock - worker.TickSince >= threshold)
             {
                 worker.SetFlags(Worker.FlagCpuIntensive);
                 toWake = pool.KickPool() ?? toWake;
