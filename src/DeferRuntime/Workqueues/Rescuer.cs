@@ -105,6 +105,7 @@ internal sealed class Rescuer
             pool.Lock();
             _worker.Pool = pool;
             pool.Rescuing = _worker;
+            pool.SpliceIncoming();
             // Take this workqueue's items off the worklist (assign_work: one that another worker of the pool
             // is running goes to that worker instead), then run them.
             var work = pool.Hot.WorkHead;

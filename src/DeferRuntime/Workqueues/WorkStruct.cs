@@ -294,6 +294,7 @@ public class WorkStruct
 internal enum WorkListKind : byte
 {
     None,
+    Incoming, // pushed onto its pool's incoming list without the lock, not yet spliced
     Worklist, // the pool's worklist: active, waiting for a worker
     Inactive, // its pwq's inactive list: over max_active, or frozen
     Scheduled, // a worker's scheduled list: assigned to the worker already running it (non-reentrancy)

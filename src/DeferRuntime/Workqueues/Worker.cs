@@ -105,11 +105,12 @@ internal sealed class Worker : ISleepNotifier
     public void SetFlags(int flags)
     {
         Pool.AssertLocked();
-        if ((flags & NotRunning) != 0 && (Flags & NotRunning) == 0 && !IsSleeping)
-        {
-            Pool.Hot.NrRunning--;
-        }
+        bool drop = (flags & NotRunning) != 0 && (Flags & NotRunning) == 0 && !IsSleeping;
         Flags |= flags;
+        if (drop)
+        {
+            Pool.AddRunning(-1);
+        }
     }
 
     public void ClearFlags(int flags)
@@ -119,7 +120,7 @@ internal sealed class Worker : ISleepNotifier
         Flags &= ~flags;
         if ((flags & NotRunning) != 0 && (old & NotRunning) != 0 && (Flags & NotRunning) == 0 && !IsSleeping)
         {
-            Pool.Hot.NrRunning++;
+            Pool.AddRunning(1);
         }
     }
 
@@ -143,7 +144,7 @@ internal sealed class Worker : ISleepNotifier
             IsSleeping = true;
             if ((Flags & NotRunning) == 0)
             {
-                pool.Hot.NrRunning--;
+                pool.AddRunning(-1);
                 toWake = pool.KickPool();
             }
         }
@@ -165,7 +166,7 @@ internal sealed class Worker : ISleepNotifier
             IsSleeping = false;
             if ((Flags & NotRunning) == 0)
             {
-                pool.Hot.NrRunning++;
+                pool.AddRunning(1);
             }
         }
         Stamp++; // a sleep resets the cpu-intensive clock, as the kernel's current_at does
@@ -247,13 +248,21 @@ internal sealed class Worker : ISleepNotifier
                     pool.Hot.NrWorkers--;
                 }
                 pool.Detach(this);
+                // A culled worker may have been the one kicked: hand what queuers pushed to another.
+                var other = pool.WorkArrivedBeforeIdle() ? pool.KickPool() : null;
                 pool.Unlock();
+                WorkerPool.WakeKicked(other);
                 return;
             }
             pool.LeaveIdle(this);
 
-            while (pool.NeedMoreWorker)
+            while (true)
             {
+                pool.SpliceIncoming();
+                if (!pool.NeedMoreWorker)
+                {
+                    break;
+                }
                 // Keep an idle worker in reserve before working, so that if this one blocks, someone can
                 // take over at once: a worker that finds none becomes the manager and creates one.
                 if (!pool.MayStartWorking && ManageWorkers())
@@ -266,13 +275,23 @@ internal sealed class Worker : ISleepNotifier
                     var work = pool.Hot.WorkHead;
                     if (work is null)
                     {
-                        break;
+                        pool.SpliceIncoming();
+                        work = pool.Hot.WorkHead;
+                        if (work is null)
+                        {
+                            break;
+                        }
                     }
                     AssignAndRun(work, ctx);
                 }
                 while (pool.KeepWorking);
+                // nr_running may drop to 0 here (with a full barrier): the loop looks at the incoming
+                // list once more before idling, so a queuer that saw it still running is not stranded.
                 SetFlags(FlagPrep);
-                break;
+            }
+            if (pool.WorkArrivedBeforeIdle())
+            {
+                continue; // back through the wake-up path: splice and work
             }
 
             pool.EnterIdle(this);

@@ -40,6 +40,25 @@ internal struct PoolHotLine
 
     /// <summary>L: workers of the pool, idle or busy (nr_workers).</summary>
     [FieldOffset(116)] public int NrWorkers;
+
+    /// <summary>L: the last value written to <see cref="PoolQueueLine.Running"/> (so the lock holder never reads that line to compare).</summary>
+    [FieldOffset(120)] public int RunningHint;
+}
+
+/// <summary>
+/// The words queuers write when they do not take the pool lock: the incoming list (a lock-free LIFO the
+/// lock holder splices onto the worklist) and the hint that a worker of the pool is running and will
+/// splice it. On their own line, apart from the lock line, so that a queuer pushing while the worker
+/// takes the lock for each item does not move the lock's line between cores.
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = 144)]
+internal struct PoolQueueLine
+{
+    /// <summary>A: items queued without the lock, newest first (linked through <see cref="WorkStruct.Next"/>).</summary>
+    [FieldOffset(64)] public WorkStruct? Incoming;
+
+    /// <summary>A (written under the pool lock): non-zero while nr_running is; 0 means a queuer must take the lock and kick.</summary>
+    [FieldOffset(72)] public int Running;
 }
 
 /// <summary>
@@ -59,6 +78,7 @@ internal sealed class WorkerPool
     private const int MaxIdleWorkersRatio = 4;
 
     internal PoolHotLine Hot;
+    internal PoolQueueLine Queue;
 
     private readonly List<Worker> _workers = []; // L: every attached worker (not the rescuer)
     private readonly List<bool> _ids = []; // L: worker ids in use (the kernel's worker_ida)
@@ -95,6 +115,13 @@ internal sealed class WorkerPool
     public Worker? BhWorker { get; } // I: bh pools
 
     public bool IsUnbound => Cpu is null;
+
+    /// <summary>
+    /// Queuers may use the incoming list: bound pools, where a running worker is counted and so will come
+    /// back for it. Unbound pools count nobody (every item may need a kick) and bh pools are kicked by a
+    /// softirq raise, so both always take the lock.
+    /// </summary>
+    public bool AcceptsIncoming => Cpu is not null && !IsBh;
 
     public bool ManagerActive; // L: POOL_MANAGER_ACTIVE
     public long ManagerSince; // L: when the manager began trying to create a worker (mayday clock)
@@ -166,14 +193,105 @@ internal sealed class WorkerPool
 
     // ---- the kernel's predicates, all under the lock ----
 
+    /// <summary>
+    /// Changes nr_running and keeps the queuers' hint in step. When it drops to 0 the hint is cleared and
+    /// followed by a full barrier: a queuer pushes (full barrier) and then reads the hint, the pool clears
+    /// the hint and then (the caller, under the lock) looks at the incoming list, so either the queuer sees
+    /// 0 and kicks, or the pool sees the item.
+    /// </summary>
+    public void AddRunning(int delta)
+    {
+        AssertLocked();
+        Hot.NrRunning += delta;
+        SetRunningHint(Hot.NrRunning != 0 ? 1 : 0);
+    }
+
+    private void SetRunningHint(int running)
+    {
+        if (running != Hot.RunningHint)
+        {
+            Hot.RunningHint = running;
+            Volatile.Write(ref Queue.Running, running);
+            if (running == 0)
+            {
+                Interlocked.MemoryBarrier();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Before a worker idles or exits: if nobody runs, the hint a kick may have left set is cleared (full
+    /// barrier), and true is returned if queuers pushed meanwhile, so the caller goes back to work (or
+    /// kicks someone) instead of stranding them. Under the lock.
+    /// </summary>
+    public bool WorkArrivedBeforeIdle()
+    {
+        AssertLocked();
+        if (Hot.NrRunning != 0)
+        {
+            return false; // a running worker will look at the incoming list
+        }
+        SetRunningHint(0);
+        return Volatile.Read(ref Queue.Incoming) is not null;
+    }
+
+    /// <summary>
+    /// Moves what queuers pushed without the lock onto the worklist (or inactive lists), oldest first,
+    /// with the accounting __queue_work() does under the lock: flush color, in-flight count, max_active.
+    /// Everything that looks at the worklist under the lock calls this first. PERF: one read when empty.
+    /// </summary>
+    public void SpliceIncoming()
+    {
+        AssertLocked();
+        if (Volatile.Read(ref Queue.Incoming) is null)
+        {
+            return;
+        }
+        var lifo = Interlocked.Exchange(ref Queue.Incoming, null);
+        WorkStruct? fifo = null;
+        while (lifo is not null)
+        {
+            var next = lifo.Next;
+            lifo.Next = fifo;
+            fifo = lifo;
+            lifo = next;
+        }
+        while (fifo is not null)
+        {
+            var next = fifo.Next;
+            fifo.ListKind = WorkListKind.None;
+            fifo.Pwq!.Insert(fifo);
+            fifo = next;
+        }
+    }
+
+    /// <summary>Pushes an item queued without the lock (the caller set its pwq and QueuedPool). Full barrier.</summary>
+    public void PushIncoming(WorkStruct work)
+    {
+        var head = Volatile.Read(ref Queue.Incoming);
+        while (true)
+        {
+            work.Next = head;
+            var seen = Interlocked.CompareExchange(ref Queue.Incoming, work, head);
+            if (ReferenceEquals(seen, head))
+            {
+                return;
+            }
+            head = seen;
+        }
+    }
+
     /// <summary>need_more_worker(): work is waiting and nobody counted is running.</summary>
     public bool NeedMoreWorker => Hot.WorkHead is not null && Hot.NrRunning == 0;
 
     /// <summary>may_start_working(): an idle worker is in reserve (so a blocking item can be covered).</summary>
     public bool MayStartWorking => Hot.NrIdle > 0;
 
-    /// <summary>keep_working(): work is waiting and at most one worker (this one) is running.</summary>
-    public bool KeepWorking => Hot.WorkHead is not null && Hot.NrRunning <= 1;
+    /// <summary>
+    /// keep_working(): work is waiting (on the worklist, or pushed to be spliced) and at most one worker
+    /// (this one) is running. PERF: the incoming list is read only once the worklist is empty.
+    /// </summary>
+    public bool KeepWorking => (Hot.WorkHead is not null || Volatile.Read(ref Queue.Incoming) is not null) && Hot.NrRunning <= 1;
 
     /// <summary>need_to_create_worker(): more workers needed and none idle.</summary>
     public bool NeedToCreateWorker => NeedMoreWorker && !MayStartWorking;
@@ -197,7 +315,14 @@ internal sealed class WorkerPool
     public Worker? KickPool()
     {
         AssertLocked();
-        if (!NeedMoreWorker || IsBh)
+        // PERF: someone counted is running, so nobody is needed (need_more_worker is false whatever the
+        // worklist holds): return before looking at the queuers' line, which this runs for every item.
+        if (Hot.NrRunning != 0 || IsBh)
+        {
+            return null;
+        }
+        SpliceIncoming();
+        if (!NeedMoreWorker)
         {
             return null;
         }
@@ -216,6 +341,13 @@ internal sealed class WorkerPool
         // PERF: Interlocked so the full barrier orders this store before the caller's read of the
         // worker's parked flag (the worker writes parked, then re-reads Kicked).
         Interlocked.Exchange(ref Hot.Kicked, idle);
+        // A worker is on its way and will look at the incoming list: queuers behind this one may push
+        // without the lock (a burst then contends with nobody). The worker clears it if it idles with
+        // nobody running (WorkArrivedBeforeIdle).
+        if (AcceptsIncoming)
+        {
+            SetRunningHint(1);
+        }
         return idle;
     }
 
@@ -330,7 +462,9 @@ internal sealed class WorkerPool
     {
         Worker? toWake;
         Lock();
-        if (!ReferenceEquals(work.QueuedPool, this))
+        SpliceIncoming();
+        // Not linked here, or its queuer has set QueuedPool but not pushed it yet: the caller retries.
+        if (!ReferenceEquals(work.QueuedPool, this) || work.ListKind == WorkListKind.Incoming)
         {
             Unlock();
             return false;
@@ -514,6 +648,7 @@ internal sealed class WorkerPool
     /// <summary>Nothing queued or running here: shutdown's quiescence check. Under the lock.</summary>
     public bool IsQuiescentLocked()
     {
+        SpliceIncoming();
         if (Hot.WorkHead is not null || Rescuing is not null)
         {
             return false;

@@ -224,7 +224,13 @@ public sealed partial class Workqueue : IDisposable
         var pool = pwq.Pool;
         // PERF: CurrentWorker is written before the worker clears PENDING and we set PENDING after that,
         // so a null here means no instance runs now, and none can start while we hold PENDING.
-        if (Volatile.Read(ref work.CurrentWorker) is not null && Volatile.Read(ref work.LastPool) is { } last && !ReferenceEquals(last, pool))
+        bool runningElsewhere = Volatile.Read(ref work.CurrentWorker) is not null && Volatile.Read(ref work.LastPool) is { } other && !ReferenceEquals(other, pool);
+        if (!runningElsewhere && pool.AcceptsIncoming && Volatile.Read(ref pool.Queue.Running) != 0 && (Volatile.Read(ref _drainers) | Volatile.Read(ref _destroying)) == 0)
+        {
+            QueueIncoming(cpu, pwq, work, caller, fromTimer);
+            return;
+        }
+        if (runningElsewhere && Volatile.Read(ref work.LastPool) is { } last)
         {
             last.Lock();
             if (work.CurrentWorker is { } running && ReferenceEquals(running.Pool, last) && running.CurrentPwq is { } runningPwq && ReferenceEquals(runningPwq.Wq, this))
@@ -251,6 +257,7 @@ public sealed partial class Workqueue : IDisposable
             Refuse(cpu, work, caller, fromTimer);
             return;
         }
+        pool.SpliceIncoming(); // items pushed without the lock were queued first: keep FIFO
         bool active = pwq.Insert(work);
         Worker? toWake = null;
         bool raise = false;
@@ -264,6 +271,41 @@ public sealed partial class Workqueue : IDisposable
         if (raise)
         {
             WorkqueueSubsystem.RaiseBh(pool);
+        }
+    }
+
+    /// <summary>
+    /// The lock-free half of __queue_work(), taken when a worker of the pool is running (and so will come
+    /// back to the worklist): push onto the pool's incoming list, which the lock holder splices with the
+    /// usual accounting. PERF: the queuer touches the item and the pool's queue line, never the lock line
+    /// the worker takes for every item, so a stream of queues from another core does not move it.
+    /// </summary>
+    /// <remarks>
+    /// After the push (a full barrier) two things are read again. The running hint: if the pool's
+    /// workers stopped running meanwhile, take the lock and kick (the pool clears the hint, barrier, then
+    /// looks at the list). The drain/destroy state: a drain or destroy that began meanwhile refuses the
+    /// item, as under the lock, by stealing it back; if a worker already took it, it was accepted (and
+    /// the drain waits for it). Destroy re-checks for items after it sets its flag, so none is stranded.
+    /// </remarks>
+    private void QueueIncoming(VirtualCpu cpu, PoolWorkqueue pwq, WorkStruct work, string caller, bool fromTimer)
+    {
+        var pool = pwq.Pool;
+        work.Pwq = pwq;
+        work.ListKind = WorkListKind.Incoming;
+        Volatile.Write(ref work.QueuedPool, pool);
+        pool.PushIncoming(work);
+        if ((((Volatile.Read(ref _drainers) | Volatile.Read(ref _destroying)) != 0 && !MayQueueWhileDraining()) || _sub.IsStopped) &&
+            pool.TryStealQueued(work))
+        {
+            Refuse(cpu, work, caller, fromTimer);
+            return;
+        }
+        if (Volatile.Read(ref pool.Queue.Running) == 0)
+        {
+            pool.Lock();
+            var toWake = pool.KickPool();
+            pool.Unlock();
+            WorkerPool.WakeKicked(toWake);
         }
     }
 
@@ -335,6 +377,7 @@ public sealed partial class Workqueue : IDisposable
                     foreach (var pwq in Pwqs)
                     {
                         pwq.Pool.Lock();
+                        pwq.Pool.SpliceIncoming(); // queued before the flip: the old color
                         pwq.WorkColor = next;
                         pwq.Pool.Unlock();
                     }
@@ -412,17 +455,23 @@ public sealed partial class Workqueue : IDisposable
                 FlushCore();
                 if (IsEmpty())
                 {
-                    break;
+                    if (!destroy || IsDestroyed)
+                    {
+                        break;
+                    }
+                    // Destroyed from here on; then look once more: a queuer that pushed without the lock
+                    // before it could see the flag pushed before this look (both sides have full barriers).
+                    Interlocked.Exchange(ref _destroyed, 1);
+                    if (IsEmpty())
+                    {
+                        break;
+                    }
                 }
                 // The kernel's "workqueue %s: drain_workqueue() isn't complete after %u tries".
                 if (flushes == 10 || flushes % 100 == 0)
                 {
                     _runtime.ReportWarning(-1, $"workqueue '{Name}'", $"drain_workqueue(): workqueue '{Name}' isn't complete after {flushes} tries (its items keep queueing more)");
                 }
-            }
-            if (destroy)
-            {
-                Volatile.Write(ref _destroyed, 1);
             }
         }
         finally
@@ -437,6 +486,7 @@ public sealed partial class Workqueue : IDisposable
         foreach (var pwq in Pwqs)
         {
             pwq.Pool.Lock();
+            pwq.Pool.SpliceIncoming();
             bool empty = pwq.InFlightTotal == 0;
             pwq.Pool.Unlock();
             if (!empty)

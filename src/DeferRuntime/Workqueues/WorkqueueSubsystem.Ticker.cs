@@ -147,7 +147,7 @@ internal sealed partial class WorkqueueSubsystem
 
     /// <summary>Waiting items, a worker out of the idle list, a creation request or a rescuer at work. Under the lock.</summary>
     private static bool IsBusy(WorkerPool pool) =>
-        pool.Hot.WorkHead is not null || pool.Hot.NrWorkers > pool.Hot.NrIdle || pool.CreationRequested || pool.Rescuing is not null;
+        pool.Hot.WorkHead is not null || Volatile.Read(ref pool.Queue.Incoming) is not null || pool.Hot.NrWorkers > pool.Hot.NrIdle || pool.CreationRequested || pool.Rescuing is not null;
 
     /// <summary>One tick of one pool; returns whether it is busy.</summary>
     private bool TickPool(WorkerPool pool, long now, long intensive, long maydayInitial, long maydayInterval, long watchdog, List<(int, string)> reports)
@@ -155,6 +155,7 @@ internal sealed partial class WorkqueueSubsystem
         Worker? toWake = null;
         bool create = false;
         pool.Lock();
+        pool.SpliceIncoming();
         bool busy = IsBusy(pool);
         if (busy)
         {

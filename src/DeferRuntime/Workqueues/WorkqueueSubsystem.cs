@@ -213,6 +213,9 @@ internal sealed partial class WorkqueueSubsystem
             return;
         }
         Interlocked.Increment(ref _waiting);
+        // The waiters' half of an asymmetric Dekker (see NotifyWaiters): after this barrier every other
+        // thread's earlier writes are visible here, and every later read of _waiting elsewhere sees us.
+        Interlocked.MemoryBarrierProcessWide();
         try
         {
             Func<bool> check = () => condition(state);
@@ -229,14 +232,16 @@ internal sealed partial class WorkqueueSubsystem
     }
 
     /// <summary>
-    /// After a change a waiter may be waiting for (a completion, a steal, a color retired): full barrier,
-    /// then wake the waiters if there are any. The waiter counts itself and then evaluates its condition,
-    /// also with a full barrier in between, so one side always sees the other. PERF: one fence and one
-    /// read when nobody waits.
+    /// After a change a waiter may be waiting for (a completion, a steal, a color retired): wake the
+    /// waiters if there are any. PERF: one plain read, no fence, on every completion. It is an asymmetric
+    /// Dekker: a completer writes its change, then reads _waiting; a waiter increments _waiting, then runs
+    /// a process-wide barrier (membarrier(2): every thread passes a full barrier), then evaluates its
+    /// condition. A completer whose read missed the increment had its write drained by that barrier, so
+    /// the waiter sees it; one that reads after the barrier sees the increment and wakes the waiter. The
+    /// rare side (waiters) pays microseconds so that the hot side (completions) pays nothing.
     /// </summary>
     public void NotifyWaiters()
     {
-        Interlocked.MemoryBarrier();
         if (Volatile.Read(ref _waiting) != 0)
         {
             _waiters.WakeUpAll();
@@ -370,6 +375,7 @@ internal sealed partial class WorkqueueSubsystem
                 foreach (var pwq in wq.Pwqs)
                 {
                     pwq.Pool.Lock();
+                    pwq.Pool.SpliceIncoming(); // queued before the freeze: active as usual
                     pwq.Frozen = true;
                     pwq.Pool.Unlock();
                 }
