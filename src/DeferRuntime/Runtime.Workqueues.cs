@@ -62,4 +62,11 @@ public sealed partial class Runtime
 
     /// <summary>thaw_workqueues(): frozen items start, oldest first.</summary>
     public void ThawWorkqueues() => Wq.Thaw();
+
+    /// <summary>
+    /// Delayed work items whose timer was still armed, not yet due, when <see cref="Dispose"/> stopped the
+    /// CPUs: they were not run early and never will be (their timers are among <see cref="AbandonedTimerCount"/>).
+    /// -1 before shutdown.
+    /// </summary>
+    public long AbandonedDelayedWorkCount => Wq.AbandonedDelayedWork;
 }

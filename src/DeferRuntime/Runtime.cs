@@ -540,6 +540,7 @@ public sealed partial class Runtime : IDisposable
                 cpu.Join();
             }
             CountAbandonedTimers();
+            Wq.CountAbandonedDelayedWork();
         }
         finally
         {

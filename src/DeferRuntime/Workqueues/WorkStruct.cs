@@ -263,7 +263,7 @@ public class WorkStruct
     }
 
     /// <summary>flush_work/cancel_work_sync of the item from its own function would wait for itself.</summary>
-    private void ThrowIfSelf(string caller)
+    private protected void ThrowIfSelf(string caller)
     {
         if (Worker.Current is { CurrentWork: var running } worker && ReferenceEquals(running, this))
         {

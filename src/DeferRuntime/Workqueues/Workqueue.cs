@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
 using DeferRuntime.Locking;
+using DeferRuntime.Timers;
 
 // Concurrency-managed workqueues (kernel/workqueue.c, Documentation/core-api/workqueue.rst).
 //
@@ -307,6 +308,175 @@ public sealed partial class Workqueue : IDisposable
             pool.Unlock();
             WorkerPool.WakeKicked(toWake);
         }
+    }
+
+    /// <summary>
+    /// __queue_work() for a caller that already owns PENDING and may be any thread (flush_delayed_work):
+    /// a thread of no CPU goes through the rundown protection like any foreign request.
+    /// </summary>
+    internal void QueueOwnedFromAnyThread(int cpu, WorkStruct work, string caller)
+    {
+        var ctx = ThreadContext.Current;
+        if (ctx is not null && ReferenceEquals(ctx.Cpu.Runtime, _runtime))
+        {
+            QueueOwned(cpu < 0 ? ctx.Cpu : _runtime.Cpus[cpu], work, caller, fromTimer: false);
+            return;
+        }
+        VirtualCpu target;
+        try
+        {
+            target = cpu < 0 ? _runtime.EnterForeign(caller) : _runtime.EnterForeignOnCpu(cpu, caller);
+        }
+        catch
+        {
+            Volatile.Write(ref work.SkippedSeq, work.Seq);
+            work.ReleasePending();
+            throw;
+        }
+        try
+        {
+            QueueOwned(target, work, caller, fromTimer: false);
+        }
+        finally
+        {
+            target.ExitForeign();
+        }
+    }
+
+    // ---- delayed work ----
+
+    /// <summary>
+    /// queue_delayed_work(): queues <paramref name="work"/> after <paramref name="delay"/> jiffies (0: at
+    /// once), on the CPU whose timer fires. Returns false, doing nothing, if it was already pending (armed
+    /// or queued). Callable from any context; allocation-free after the item's first delayed queue.
+    /// </summary>
+    public bool QueueDelayed(DelayedWork work, long delay) => QueueDelayedCommon(-1, work, delay, "queue_delayed_work()");
+
+    /// <summary>queue_delayed_work() with the delay as a <see cref="TimeSpan"/>, rounded up to whole jiffies.</summary>
+    public bool QueueDelayed(DelayedWork work, TimeSpan delay) => QueueDelayedCommon(-1, work, ToJiffies(delay), "queue_delayed_work()");
+
+    /// <summary>queue_delayed_work_on(): as <see cref="QueueDelayed(DelayedWork, long)"/>, with the timer and the item on CPU <paramref name="cpu"/>.</summary>
+    public bool QueueDelayedOn(int cpu, DelayedWork work, long delay)
+    {
+        _sub.CheckCpu(cpu, "queue_delayed_work_on()");
+        return QueueDelayedCommon(cpu, work, delay, "queue_delayed_work_on()");
+    }
+
+    /// <summary>
+    /// mod_delayed_work(): arms (or re-arms) <paramref name="work"/> to run after <paramref name="delay"/>
+    /// jiffies whether or not it was pending: a pending instance is taken back first (its timer stopped or
+    /// its queue entry removed). Returns true if it was pending. Callable from any context.
+    /// </summary>
+    public bool ModDelayed(DelayedWork work, long delay) => ModDelayedCommon(-1, work, delay, "mod_delayed_work()");
+
+    /// <summary>mod_delayed_work() with the delay as a <see cref="TimeSpan"/>, rounded up to whole jiffies.</summary>
+    public bool ModDelayed(DelayedWork work, TimeSpan delay) => ModDelayedCommon(-1, work, ToJiffies(delay), "mod_delayed_work()");
+
+    /// <summary>mod_delayed_work_on(): as <see cref="ModDelayed(DelayedWork, long)"/>, on CPU <paramref name="cpu"/>.</summary>
+    public bool ModDelayedOn(int cpu, DelayedWork work, long delay)
+    {
+        _sub.CheckCpu(cpu, "mod_delayed_work_on()");
+        return ModDelayedCommon(cpu, work, delay, "mod_delayed_work_on()");
+    }
+
+    private long ToJiffies(TimeSpan delay)
+    {
+        if (delay < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(delay), delay, "a delay is zero or positive.");
+        }
+        return _runtime.UsecsToJiffies((long)Math.Ceiling(delay.TotalMicroseconds));
+    }
+
+    private bool QueueDelayedCommon(int cpu, DelayedWork work, long delay, string caller)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        ArgumentOutOfRangeException.ThrowIfNegative(delay);
+        return WithRundown(cpu, caller, (Wq: this, Work: work, Delay: delay, Cpu: cpu, Caller: caller), static (target, s) =>
+        {
+            if (!s.Work.TrySetPendingForQueue())
+            {
+                return false;
+            }
+            s.Wq.QueueDelayedOwned(target, s.Cpu, s.Work, s.Delay, s.Caller);
+            return true;
+        });
+    }
+
+    private bool ModDelayedCommon(int cpu, DelayedWork work, long delay, string caller)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        ArgumentOutOfRangeException.ThrowIfNegative(delay);
+        return WithRundown(cpu, caller, (Wq: this, Work: work, Delay: delay, Cpu: cpu, Caller: caller), static (target, s) =>
+        {
+            int grabbed = s.Work.GrabPendingWaiting(s.Caller, sync: false);
+            if (grabbed < 0)
+            {
+                return false; // a cancel_delayed_work_sync() owns it: it stays cancelled
+            }
+            s.Work.BumpSeqOwned(); // a new instance: a flush_work() of the stolen one must not wait for it
+            s.Wq.QueueDelayedOwned(target, s.Cpu, s.Work, s.Delay, s.Caller);
+            return grabbed == 1;
+        });
+    }
+
+    /// <summary>Runs <paramref name="body"/> with the CPU a request goes to; from a thread of no CPU inside its rundown protection.</summary>
+    private bool WithRundown<T>(int cpu, string caller, T state, Func<VirtualCpu, T, bool> body)
+    {
+        var ctx = ThreadContext.Current;
+        if (ctx is not null && ReferenceEquals(ctx.Cpu.Runtime, _runtime))
+        {
+            _runtime.ThrowIfStoppedForTask(ctx, caller);
+            return body(cpu < 0 ? ctx.Cpu : _runtime.Cpus[cpu], state);
+        }
+        var target = cpu < 0 ? _runtime.EnterForeign(caller) : _runtime.EnterForeignOnCpu(cpu, caller);
+        try
+        {
+            return body(target, state);
+        }
+        finally
+        {
+            target.ExitForeign();
+        }
+    }
+
+    /// <summary>
+    /// __queue_delayed_work(): the caller owns PENDING. No delay: queue now. Otherwise record where to
+    /// queue and arm the timer, on <paramref name="cpu"/> if given (add_timer_on), else on the calling
+    /// thread's CPU (or the one <paramref name="target"/> names for a thread of no CPU).
+    /// </summary>
+    private void QueueDelayedOwned(VirtualCpu target, int cpu, DelayedWork work, long delay, string caller)
+    {
+        if (delay == 0)
+        {
+            QueueOwned(target, work, caller, fromTimer: false);
+            return;
+        }
+        if (((Volatile.Read(ref _drainers) | Volatile.Read(ref _destroyed)) != 0 && !MayQueueWhileDraining()) || _sub.IsStopping)
+        {
+            Refuse(target, work, caller, fromTimer: false);
+            return;
+        }
+        TimerList timer;
+        try
+        {
+            timer = work.TimerFor(_runtime);
+        }
+        catch
+        {
+            Volatile.Write(ref work.SkippedSeq, work.Seq);
+            work.ReleasePending();
+            throw;
+        }
+        if (!ReferenceEquals(work.Owner, _sub))
+        {
+            Volatile.Write(ref work.Owner, _sub);
+        }
+        work.TargetWq = this;
+        work.TargetCpu = cpu;
+        _sub.DelayedArmed();
+        timer.Expires = _runtime.Jiffies + delay;
+        timer.AddTimerOn(cpu >= 0 ? cpu : target.Id);
     }
 
     /// <summary>is_chained_work(): while draining, only items of this workqueue may queue on it.</summary>

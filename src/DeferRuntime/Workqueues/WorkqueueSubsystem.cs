@@ -34,6 +34,8 @@ internal sealed partial class WorkqueueSubsystem
     private bool _frozen; // L
     private int _stopping; // A: shutdown stops the workers (no more creation)
     private int _stopped; // A: workers stopped; queueing is refused
+    private long _armedDelayed; // A: delayed items whose timer is armed
+    private long _abandonedDelayed = -1; // written once at shutdown
     private readonly long _bhBudgetTicks = Stopwatch.Frequency * 2 / 1000; // BH_WORKER_JIFFIES: 2 ms
 
     public WorkqueueSubsystem(Runtime runtime)
@@ -247,6 +249,20 @@ internal sealed partial class WorkqueueSubsystem
             _waiters.WakeUpAll();
         }
     }
+
+    // ---- delayed work ----
+
+    /// <summary>A delayed item's timer was armed.</summary>
+    public void DelayedArmed() => Interlocked.Increment(ref _armedDelayed);
+
+    /// <summary>A delayed item's timer fired or was stopped.</summary>
+    public void DelayedDisarmed() => Interlocked.Decrement(ref _armedDelayed);
+
+    /// <summary>Delayed items whose timer shutdown left armed (not due yet): never run early. -1 before shutdown.</summary>
+    public long AbandonedDelayedWork => Volatile.Read(ref _abandonedDelayed);
+
+    /// <summary>Called once the CPUs have stopped: what is still armed now will never fire.</summary>
+    public void CountAbandonedDelayedWork() => Volatile.Write(ref _abandonedDelayed, Volatile.Read(ref _armedDelayed));
 
     // ---- rescuers ----
 
