@@ -1,4 +1,3 @@
-using System.Threading.Channels;
 using DeferRuntime.Benchmarks.Support;
 using DeferRuntime.Workqueues;
 
@@ -30,7 +29,7 @@ internal sealed class WorkqueuePath(long idleGapNs) : LatencyPath
 
     public override long MinGapNs => idleGapNs;
 
-    public override int? Samples => idleGapNs == 0 ? null : (int)Math.Min(40_000, 4_000_000_000 / idleGapNs);
+    public override int? Samples => IdleSamples(idleGapNs);
 
     public override void Start(LatencyProbe probe)
     {
@@ -45,62 +44,4 @@ internal sealed class WorkqueuePath(long idleGapNs) : LatencyPath
     public override void Send() => _runtime!.SystemWq.Queue(_item!);
 
     public override void Dispose() => _runtime?.Dispose();
-}
-
-/// <summary>The thread-pool peer with the same idle gap as <see cref="WorkqueuePath"/>: its workers have gone to sleep.</summary>
-internal sealed class ThreadPoolIdlePath(long idleGapNs) : LatencyPath
-{
-    private ProbeWorkItem? _item;
-
-    public override string Name => $"peer: ThreadPool.UnsafeQueueUserWorkItem (idle: gap >= {idleGapNs / 1000} µs)";
-
-    public override long MinGapNs => idleGapNs;
-
-    public override int? Samples => (int)Math.Min(40_000, 4_000_000_000 / idleGapNs);
-
-    public override void Start(LatencyProbe probe) => _item = new ProbeWorkItem(probe);
-
-    public override void Send() => ThreadPool.UnsafeQueueUserWorkItem(_item!, preferLocal: false);
-
-    public override void Dispose()
-    {
-    }
-}
-
-/// <summary>The awaiting Channel reader with the same idle gap: its loop has gone back to the thread pool.</summary>
-internal sealed class ChannelAwaitingIdlePath(long idleGapNs) : LatencyPath
-{
-    private readonly Channel<IThreadPoolWorkItem> _channel = Channel.CreateUnbounded<IThreadPoolWorkItem>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-    private ProbeWorkItem? _item;
-    private Task? _consumer;
-
-    public override string Name => $"peer: Channel, await WaitToReadAsync reader (idle: gap >= {idleGapNs / 1000} µs)";
-
-    public override long MinGapNs => idleGapNs;
-
-    public override int? Samples => (int)Math.Min(40_000, 4_000_000_000 / idleGapNs);
-
-    public override void Start(LatencyProbe probe)
-    {
-        _item = new ProbeWorkItem(probe);
-        var reader = _channel.Reader;
-        _consumer = Task.Run(async () =>
-        {
-            while (await reader.WaitToReadAsync().ConfigureAwait(false))
-            {
-                while (reader.TryRead(out var item))
-                {
-                    item.Execute();
-                }
-            }
-        });
-    }
-
-    public override void Send() => _channel.Writer.TryWrite(_item!);
-
-    public override void Dispose()
-    {
-        _channel.Writer.Complete();
-        _consumer?.Wait();
-    }
 }

@@ -94,6 +94,23 @@ internal sealed class PoolWorkqueue
         }
     }
 
+    /// <summary>
+    /// pwq_adjust_max_active(): applies a new max_active and freeze state under the pool lock; items
+    /// queued without the lock are spliced first (they were queued before the change), inactive items
+    /// start if the new limits let them, and the pool is kicked for them.
+    /// </summary>
+    public void ApplyLimits(int maxActive, bool frozen)
+    {
+        Pool.Lock();
+        Pool.SpliceIncoming();
+        MaxActive = maxActive;
+        Frozen = frozen;
+        ActivateInactive();
+        var toWake = Pool.KickPool();
+        Pool.Unlock();
+        WorkerPool.WakeKicked(toWake);
+    }
+
     /// <summary>pwq_activate_first_inactive(), while slots are free: oldest first, so order is kept.</summary>
     public void ActivateInactive()
     {

@@ -377,17 +377,7 @@ internal sealed class WorkerPool
     public void LinkWorklist(WorkStruct work)
     {
         AssertLocked();
-        work.Next = null;
-        work.Prev = Hot.WorkTail;
-        if (Hot.WorkTail is null)
-        {
-            Hot.WorkHead = work;
-        }
-        else
-        {
-            Hot.WorkTail.Next = work;
-        }
-        Hot.WorkTail = work;
+        Append(work, ref Hot.WorkHead, ref Hot.WorkTail);
         work.ListKind = WorkListKind.Worklist;
         work.QueuedPool = this;
     }

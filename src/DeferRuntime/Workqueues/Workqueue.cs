@@ -711,13 +711,7 @@ public sealed partial class Workqueue : IDisposable
         MaxActive = maxActive;
         foreach (var pwq in Pwqs)
         {
-            var pool = pwq.Pool;
-            pool.Lock();
-            pwq.MaxActive = maxActive;
-            pwq.ActivateInactive();
-            var toWake = pool.KickPool();
-            pool.Unlock();
-            WorkerPool.WakeKicked(toWake);
+            pwq.ApplyLimits(maxActive, pwq.Frozen);
         }
     }
 

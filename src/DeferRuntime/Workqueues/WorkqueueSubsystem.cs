@@ -390,10 +390,7 @@ internal sealed partial class WorkqueueSubsystem
             {
                 foreach (var pwq in wq.Pwqs)
                 {
-                    pwq.Pool.Lock();
-                    pwq.Pool.SpliceIncoming(); // queued before the freeze: active as usual
-                    pwq.Frozen = true;
-                    pwq.Pool.Unlock();
+                    pwq.ApplyLimits(pwq.MaxActive, frozen: true); // what was queued before stays active
                 }
             }
         }
@@ -414,13 +411,7 @@ internal sealed partial class WorkqueueSubsystem
             {
                 foreach (var pwq in wq.Pwqs)
                 {
-                    var pool = pwq.Pool;
-                    pool.Lock();
-                    pwq.Frozen = false;
-                    pwq.ActivateInactive();
-                    var toWake = pool.KickPool();
-                    pool.Unlock();
-                    WorkerPool.WakeKicked(toWake);
+                    pwq.ApplyLimits(pwq.MaxActive, frozen: false);
                 }
             }
         }
