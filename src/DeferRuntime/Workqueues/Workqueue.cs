@@ -38,11 +38,29 @@ using DeferRuntime.Timers;
 //   wait for exactly what was queued before the call. Cancel steals PENDING (unlinking the item under its
 //   pool's lock, or stopping its timer), or sets it itself so nobody can queue meanwhile.
 //
+// The queue path (allocation-free)
+//   Under the pool lock, as the kernel's __queue_work(), unless a worker of a bound pool is running (or
+//   was just kicked): then the item is pushed with one CAS onto the pool's incoming list, and whoever next
+//   looks at the worklist under the lock (the worker when its worklist runs dry, a flush flipping colors,
+//   a cancel, a drain check, the rescuer, the ticker) splices it with the same accounting, in queue order.
+//   This keeps a queuer on another core off the lock line the worker takes for every item. The queuer
+//   reads the "running" hint again after its push; the pool clears it, with a full barrier, before it
+//   stops looking; so one of them always sees the other.
+//   Completions wake flushers only when someone waits: waiters register, then run a process-wide barrier
+//   (membarrier), so a completion pays one plain read and no fence.
+//
+// Delayed work
+//   DelayedWork arms a TimerList (TIMER_SOFTIRQ) on the queueing CPU with PENDING held; the timer callback
+//   queues it there (delayed_work_timer_fn). Flush and drain do not wait for armed timers, as in the kernel.
+//
 // Shutdown
 //   Runtime.Dispose thaws frozen workqueues, then its quiescence loop waits until no pwq has anything in
 //   flight, no worker runs anything and nothing else in the runtime is pending (work items may queue
-//   work and tasklets, and handlers may queue work, meanwhile: all of it runs). Then the ticker,
-//   workers and rescuers are stopped and joined. Threads of no CPU cannot queue once shutdown began.
+//   work and tasklets, and handlers may queue work, meanwhile: all of it runs; timers due by the end of
+//   the current jiffy fire and queue theirs). Then the ticker, workers and rescuers are stopped and
+//   joined (bounded: an item stuck forever is left behind, not waited for). Delayed items whose timers
+//   are not due are not run early: Runtime.AbandonedDelayedWorkCount counts them. Threads of no CPU
+//   cannot queue once shutdown began.
 
 namespace DeferRuntime.Workqueues;
 
