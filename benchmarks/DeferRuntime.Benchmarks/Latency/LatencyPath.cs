@@ -49,6 +49,7 @@ internal abstract class LatencyPath : IDisposable
         new ChannelAwaitingPath(idleGapNs: 100_000),
         new WorkqueuePath(idleGapNs: 1_000_000),
         new ThreadPoolPath(idleGapNs: 1_000_000),
+        new RawFutexWakePath(gapNs: 1_000_000),
     ];
 }
 
