@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
 using DeferRuntime.Locking;
 using DeferRuntime.Workqueues;
@@ -210,7 +211,6 @@ public class ConcurrencyManagementTests
             q.QueueOn(cpu, w);
             w.FlushWork();
         }
-        var names = seen.Select(s => s.Name).ToArray();
         Assert.Contains(seen, s => s.Name.StartsWith("kworker/0:", StringComparison.Ordinal) && !s.Name.EndsWith('H') && s.Cpu == 0);
         Assert.Contains(seen, s => s.Name.StartsWith("kworker/1:", StringComparison.Ordinal) && !s.Name.EndsWith('H') && s.Cpu == 1);
         Assert.Contains(seen, s => s.Name.StartsWith("kworker/0:", StringComparison.Ordinal) && s.Name.EndsWith('H') && s.Cpu == 0);

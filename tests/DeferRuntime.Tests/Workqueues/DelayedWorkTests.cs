@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
 using DeferRuntime.Workqueues;
 

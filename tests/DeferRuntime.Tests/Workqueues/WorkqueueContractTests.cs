@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
 using DeferRuntime.Locking;
 using DeferRuntime.Workqueues;
@@ -282,7 +283,6 @@ public abstract class WorkqueueContractTests
         var wq = Create(rt, "cancel-running");
         var gate = new Completion();
         int runs = 0, requeueAccepted = -1;
-        WorkStruct? self = null;
         var item = new WorkStruct(w =>
         {
             if (Interlocked.Increment(ref runs) == 1)
@@ -291,7 +291,6 @@ public abstract class WorkqueueContractTests
                 Volatile.Write(ref requeueAccepted, wq.Queue(w) ? 1 : 0);
             }
         }, "item");
-        self = item;
 
         wq.Queue(item);
         Wait.Until(() => Volatile.Read(ref runs) == 1, "the item to start");

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using DeferRuntime.Locking;
 using DeferRuntime.Workqueues;
 
@@ -17,13 +18,6 @@ internal static class WqTest
             Interlocked.Increment(ref started.Value);
             gate.WaitForCompletion();
         }, name);
-}
-
-/// <summary>A mutable int shared with closures (System.Runtime.CompilerServices.StrongBox without the import).</summary>
-internal sealed class StrongBox<T>
-    where T : struct
-{
-    public T Value;
 }
 
 /// <summary>Counts how many callers are inside at once and remembers the worst.</summary>
