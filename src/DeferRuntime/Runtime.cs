@@ -10,6 +10,7 @@ using DeferRuntime.Platform;
 using DeferRuntime.Softirqs;
 using DeferRuntime.Tasklets;
 using DeferRuntime.Timers;
+using DeferRuntime.Workqueues;
 
 namespace DeferRuntime;
 
@@ -71,6 +72,7 @@ public sealed partial class Runtime : IDisposable
         Softirqs.Open(SoftirqVector.Hrtimer, CpuTimers.RunHrtimerSoftirq);
         Irqs = new IrqController(this, options.IrqLines);
         NetRx = new NetRxSoftirq(this);
+        Wq = new WorkqueueSubsystem(this);
     }
 
     /// <summary>Boots a runtime: validates the options, starts cpu/N and ksoftirqd/N for every CPU, pins them, and returns once all are running.</summary>
@@ -85,6 +87,7 @@ public sealed partial class Runtime : IDisposable
             cpu.Start(booted);
         }
         booted.Wait();
+        runtime.Wq.StartTicker();
         return runtime;
     }
 
@@ -319,6 +322,14 @@ public sealed partial class Runtime : IDisposable
         return cpu;
     }
 
+    /// <summary>Enters the rundown protection of CPU <paramref name="cpu"/> for a request from a thread of no CPU aimed at it.</summary>
+    internal VirtualCpu EnterForeignOnCpu(int cpu, string caller)
+    {
+        var target = CpuAt(cpu, caller);
+        EnterForeignOn(target, caller);
+        return target;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void EnterForeignOn(VirtualCpu cpu, string caller)
     {
@@ -492,6 +503,10 @@ public sealed partial class Runtime : IDisposable
         {
             throw new InvalidOperationException($"Runtime.Dispose() from irq thread '{Thread.CurrentThread.Name}': shutdown frees every line and waits for its threads, this one included.");
         }
+        if ((ThreadContext.Current is { Role: ThreadRole.Worker } worker && ReferenceEquals(worker.Cpu.Runtime, this)) || Wq.IsOwnThread(Thread.CurrentThread))
+        {
+            throw new InvalidOperationException($"Runtime.Dispose() from workqueue thread '{Thread.CurrentThread.Name}': shutdown drains the workqueues and stops their workers, this one included.");
+        }
         if (ThreadContext.Current is { Role: ThreadRole.Task } own && ReferenceEquals(own.Cpu.Runtime, this))
         {
             throw new InvalidOperationException($"Runtime.Dispose() from thread '{Thread.CurrentThread.Name}', which is bound to CPU {own.Cpu.Id}: dispose its CpuBinding first, shutdown waits for every binding.");
@@ -513,6 +528,9 @@ public sealed partial class Runtime : IDisposable
             leftOver = _panic is null ? Drain() : null;
             // free_irq() of what drivers left requested: their threads are idle after the drain.
             Irqs.FreeAll();
+            // Workers, rescuers and the wq ticker: idle after the drain (or stuck in an item, which a
+            // bounded join leaves behind).
+            Wq.Stop(TimeSpan.FromSeconds(5));
             foreach (var cpu in _cpus)
             {
                 cpu.Stop();
@@ -522,6 +540,7 @@ public sealed partial class Runtime : IDisposable
                 cpu.Join();
             }
             CountAbandonedTimers();
+            Wq.CountAbandonedDelayedWork();
         }
         finally
         {
@@ -552,6 +571,8 @@ public sealed partial class Runtime : IDisposable
         }
 
         // Drain what was accepted even when a binding leaked: the rest of the work must not be lost.
+        // Frozen workqueues are thawed: their items were accepted too.
+        Wq.Thaw();
         deadline = Stopwatch.GetTimestamp() + timeout;
         backoff = default;
         while (_panic is null)
@@ -563,14 +584,18 @@ public sealed partial class Runtime : IDisposable
             long before = CompletionSum();
             // The controller first: its in-flight assertions must be seen drained before the CPUs'
             // pending vectors are read (the same ordering argument as VirtualCpu.IsQuiescent).
-            bool quiet = Irqs.IsQuiescent && _cpus.All(c => c.IsQuiescent);
+            // The workqueues last: a CPU's in-flight count of foreign requests is read before the
+            // workqueues' in-flight items, so a foreign queue_work() is seen either as in flight or as
+            // linked. Work items queueing anything are themselves in flight until they finish, and a
+            // finish moves the completion sum.
+            bool quiet = Irqs.IsQuiescent && _cpus.All(c => c.IsQuiescent) && Wq.IsQuiescent;
             if (quiet && CompletionSum() == before)
             {
                 return leakedBindings;
             }
             if (Stopwatch.GetTimestamp() > deadline)
             {
-                string pending = string.Join("; ", _cpus.Where(c => !c.IsQuiescent).Select(DescribePending));
+                string pending = string.Join("; ", _cpus.Where(c => !c.IsQuiescent).Select(DescribePending).Append(Wq.DescribeInFlight()).Where(p => p.Length > 0));
                 return leakedBindings is null ? pending : $"{leakedBindings}; {pending}";
             }
             backoff.Wait();
@@ -580,7 +605,7 @@ public sealed partial class Runtime : IDisposable
 
     private long CompletionSum()
     {
-        long sum = Irqs.CompletionSum;
+        long sum = Irqs.CompletionSum + Wq.CompletionSum;
         foreach (var cpu in _cpus)
         {
             sum += cpu.CompletionSum;

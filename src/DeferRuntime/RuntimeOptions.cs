@@ -83,8 +83,39 @@ public sealed class RuntimeOptions
     /// <summary>How long shutdown waits for accepted work to drain before it reports what is left (default 30 s).</summary>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long a worker beyond the two a pool keeps idle may stay idle before it retires (the kernel's
+    /// IDLE_WORKER_TIMEOUT, default 300 s).
+    /// </summary>
+    public TimeSpan WorkqueueIdleTimeout { get; set; } = TimeSpan.FromSeconds(300);
+
+    /// <summary>
+    /// The workqueue stall watchdog (workqueue.watchdog_thresh): a pool with waiting items that starts none
+    /// for this long is reported in <see cref="Runtime.Faults"/> with its in-flight and pending items.
+    /// Default 30 s; zero turns it off.
+    /// </summary>
+    public TimeSpan WorkqueueWatchdogThreshold { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// workqueue.cpu_intensive_thresh_us: a work item running this long without sleeping stops counting
+    /// for concurrency management (default 10 ms, 1 ms to 10 s).
+    /// </summary>
+    public TimeSpan WorkqueueCpuIntensiveThreshold { get; set; } = TimeSpan.FromMilliseconds(10);
+
     internal void Validate()
     {
+        if (WorkqueueIdleTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(WorkqueueIdleTimeout), WorkqueueIdleTimeout, "WorkqueueIdleTimeout must be positive.");
+        }
+        if (WorkqueueWatchdogThreshold < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(WorkqueueWatchdogThreshold), WorkqueueWatchdogThreshold, "WorkqueueWatchdogThreshold must be zero (off) or positive.");
+        }
+        if (WorkqueueCpuIntensiveThreshold < TimeSpan.FromMilliseconds(1) || WorkqueueCpuIntensiveThreshold > TimeSpan.FromSeconds(10))
+        {
+            throw new ArgumentOutOfRangeException(nameof(WorkqueueCpuIntensiveThreshold), WorkqueueCpuIntensiveThreshold, "WorkqueueCpuIntensiveThreshold must be 1 ms to 10 s (the ticker's resolution is 1 ms).");
+        }
         if (IrqLines is < 1 or > Interrupts.IrqController.MaxLines)
         {
             throw new ArgumentOutOfRangeException(nameof(IrqLines), IrqLines, $"IrqLines must be 1 to {Interrupts.IrqController.MaxLines} (per-CPU vectors 16 to 255 carry the lines).");

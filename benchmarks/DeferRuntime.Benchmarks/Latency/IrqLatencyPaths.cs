@@ -46,17 +46,17 @@ internal sealed class IrqAssertPath(IdlePolicy policy, bool idle) : LatencyPath
 /// pinned to core C parked on it, the producer unparks it; no runtime at all. Same idle gap as the
 /// idle IRQ paths, so the thread is really asleep in the kernel.
 /// </summary>
-internal sealed class RawFutexWakePath : LatencyPath
+internal sealed class RawFutexWakePath(long gapNs = 100_000) : LatencyPath
 {
     private readonly Parker _parker = new();
     private Thread? _consumer;
     private volatile bool _stop;
 
-    public override string Name => "floor: raw futex wake of a parked pinned thread";
+    public override string Name => gapNs == 100_000 ? "floor: raw futex wake of a parked pinned thread" : $"floor: raw futex wake of a parked pinned thread (gap >= {gapNs / 1000} µs)";
 
-    public override long MinGapNs => 100_000;
+    public override long MinGapNs => gapNs;
 
-    public override int? Samples => 40_000;
+    public override int? Samples => IdleSamples(gapNs);
 
     public override void Start(LatencyProbe probe)
     {

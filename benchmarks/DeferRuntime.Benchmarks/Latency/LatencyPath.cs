@@ -26,6 +26,9 @@ internal abstract class LatencyPath : IDisposable
     /// <summary>Measured samples for this path, when it differs from the command line's (slow, idle paths).</summary>
     public virtual int? Samples => null;
 
+    /// <summary>Samples for a path with an idle gap: about 4 s of gaps, at most 40,000 (null: the command line's).</summary>
+    protected static int? IdleSamples(long idleGapNs) => idleGapNs == 0 ? null : (int)Math.Min(40_000, 4_000_000_000 / idleGapNs);
+
     /// <summary>Every path, in report order.</summary>
     public static LatencyPath[] All() =>
     [
@@ -40,6 +43,13 @@ internal abstract class LatencyPath : IDisposable
         new IrqAssertPath(IdlePolicy.Hybrid, idle: true),
         new IrqAssertPath(IdlePolicy.Halt, idle: true),
         new RawFutexWakePath(),
+        new WorkqueuePath(idleGapNs: 0),
+        new WorkqueuePath(idleGapNs: 100_000),
+        new ThreadPoolPath(idleGapNs: 100_000),
+        new ChannelAwaitingPath(idleGapNs: 100_000),
+        new WorkqueuePath(idleGapNs: 1_000_000),
+        new ThreadPoolPath(idleGapNs: 1_000_000),
+        new RawFutexWakePath(gapNs: 1_000_000),
     ];
 }
 
@@ -115,12 +125,19 @@ internal sealed class SoftirqPath : LatencyPath
     public override void Dispose() => _runtime?.Dispose();
 }
 
-/// <summary>ThreadPool.UnsafeQueueUserWorkItem with a pre-allocated work item (workers unpinned).</summary>
-internal sealed class ThreadPoolPath : LatencyPath
+/// <summary>
+/// ThreadPool.UnsafeQueueUserWorkItem with a pre-allocated work item (workers unpinned). With an idle
+/// gap (the workqueue's idle rows), the pool's workers have stopped spinning and sleep between samples.
+/// </summary>
+internal sealed class ThreadPoolPath(long idleGapNs = 0) : LatencyPath
 {
     private ProbeWorkItem? _item;
 
-    public override string Name => "peer: ThreadPool.UnsafeQueueUserWorkItem";
+    public override string Name => idleGapNs == 0 ? "peer: ThreadPool.UnsafeQueueUserWorkItem" : $"peer: ThreadPool.UnsafeQueueUserWorkItem (idle: gap >= {idleGapNs / 1000} µs)";
+
+    public override long MinGapNs => idleGapNs;
+
+    public override int? Samples => IdleSamples(idleGapNs);
 
     public override void Start(LatencyProbe probe)
     {
@@ -173,14 +190,21 @@ internal sealed class ChannelSpinningPath : LatencyPath
     }
 }
 
-/// <summary>An unbounded single-reader Channel read by an async loop on the thread pool (await WaitToReadAsync).</summary>
-internal sealed class ChannelAwaitingPath : LatencyPath
+/// <summary>
+/// An unbounded single-reader Channel read by an async loop on the thread pool (await WaitToReadAsync).
+/// With an idle gap, the loop has gone back to the pool and its thread to sleep between samples.
+/// </summary>
+internal sealed class ChannelAwaitingPath(long idleGapNs = 0) : LatencyPath
 {
     private readonly Channel<IThreadPoolWorkItem> _channel = Channel.CreateUnbounded<IThreadPoolWorkItem>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private ProbeWorkItem? _item;
     private Task? _consumer;
 
-    public override string Name => "peer: Channel, await WaitToReadAsync reader";
+    public override string Name => idleGapNs == 0 ? "peer: Channel, await WaitToReadAsync reader" : $"peer: Channel, await WaitToReadAsync reader (idle: gap >= {idleGapNs / 1000} µs)";
+
+    public override long MinGapNs => idleGapNs;
+
+    public override int? Samples => IdleSamples(idleGapNs);
 
     public override void Start(LatencyProbe probe)
     {

@@ -84,6 +84,42 @@ internal static unsafe partial class ThreadPlacement
         return $"thread pinning is not available on {RuntimeInformation.OSDescription}";
     }
 
+    /// <summary>
+    /// Restricts the calling thread to a set of OS cores (an unbound worker pool's CPU mask). Returns
+    /// null on success, else why not.
+    /// </summary>
+    public static string? PinCurrentThreadToCores(ReadOnlySpan<int> cores)
+    {
+        if (cores.Length == 1)
+        {
+            return PinCurrentThread(cores[0]);
+        }
+        if (OperatingSystem.IsLinux())
+        {
+            byte* mask = stackalloc byte[MaskBytes];
+            new Span<byte>(mask, MaskBytes).Clear();
+            foreach (int core in cores)
+            {
+                mask[core / 8] |= (byte)(1 << (core % 8));
+            }
+            return SchedSetAffinity(0, MaskBytes, mask) == 0 ? null : $"sched_setaffinity({cores.Length} cores) failed: {LastError()}";
+        }
+        if (OperatingSystem.IsWindows())
+        {
+            nuint bits = 0;
+            foreach (int core in cores)
+            {
+                if (core >= nint.Size * 8)
+                {
+                    return $"core {core} is outside the thread's processor group";
+                }
+                bits |= (nuint)1 << core;
+            }
+            return SetThreadAffinityMask(GetCurrentThread(), bits) != 0 ? null : $"SetThreadAffinityMask failed: {LastError()}";
+        }
+        return $"thread pinning is not available on {RuntimeInformation.OSDescription}";
+    }
+
     /// <summary>Sets the calling thread's nice value. Returns null on success, else why not.</summary>
     public static string? SetNice(int nice)
     {

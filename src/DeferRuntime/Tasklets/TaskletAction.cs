@@ -4,8 +4,9 @@ using DeferRuntime.Softirqs;
 namespace DeferRuntime.Tasklets;
 
 /// <summary>
-/// tasklet_action() / tasklet_hi_action(): the TASKLET and HI softirq actions. They take this CPU's
-/// whole list and run each tasklet that is enabled and not running elsewhere.
+/// tasklet_action() / tasklet_hi_action(): the TASKLET and HI softirq actions. They run this CPU's bh
+/// workqueue pool, then take its whole tasklet list and run each tasklet that is enabled and not running
+/// elsewhere.
 /// </summary>
 internal static class TaskletAction
 {
@@ -17,6 +18,8 @@ internal static class TaskletAction
     {
         var ctx = ThreadContext.Current!;
         var cpu = ctx.Cpu;
+        // BH workqueues first, as the kernel's tasklet_action() calls workqueue_softirq_action().
+        cpu.Runtime.Wq.RunBh(cpu, ctx, hi);
         // The holder's own list (schedules made in softirq or bh-disabled context here), then the shared
         // one (schedules from other contexts and threads).
         RunList(cpu, ctx, cpu.TakeLocalTasklets(hi), hi);

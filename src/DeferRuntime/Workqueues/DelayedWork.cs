@@ -1,0 +1,111 @@
+using DeferRuntime.Cpus;
+using DeferRuntime.Locking;
+using DeferRuntime.Timers;
+
+namespace DeferRuntime.Workqueues;
+
+/// <summary>
+/// struct delayed_work: a work item queued after a delay, through a timer of the per-CPU timer wheel
+/// (<see cref="TimerList"/>, TIMER_SOFTIRQ) whose callback queues it: <see cref="Workqueue.QueueDelayed(DelayedWork, long)"/>,
+/// <see cref="Workqueue.ModDelayed(DelayedWork, long)"/>. PENDING is set from the queue call on, through
+/// the delay, until the function starts; cancel stops the timer.
+/// </summary>
+/// <remarks>
+/// <para>The timer is made on the first delayed queue (it belongs to that runtime); re-arming it
+/// allocates nothing. It fires on the CPU that armed it (or the CPU passed to QueueDelayedOn), at or
+/// after the expiry, and the item then goes to that CPU's pool (bound workqueues) or the workqueue's
+/// unbound pool, as the kernel's delayed_work_timer_fn() does.</para>
+/// <para><see cref="WorkStruct.FlushWork"/> on an item whose timer is armed waits for the delay and the
+/// run (the kernel's flush_work() returns at once there); <see cref="FlushDelayedWork"/> queues it at
+/// once instead, as flush_delayed_work() does.</para>
+/// <para>Field legend: <c>O:</c> the owner of PENDING (written before the timer is armed, read by its
+/// callback, which the arm orders after); <c>A:</c> Interlocked/volatile.</para>
+/// </remarks>
+public class DelayedWork : WorkStruct
+{
+    private TimerList? _timer; // A: made once, by the PENDING owner of the first delayed queue
+    internal Workqueue? TargetWq; // O: dwork->wq
+    internal int TargetCpu = -1; // O: dwork->cpu (-1: WORK_CPU_UNBOUND, the CPU the timer fires on)
+
+    /// <summary>INIT_DELAYED_WORK(): a delayed work item that runs <paramref name="func"/>.</summary>
+    public DelayedWork(Action<WorkStruct> func, string? name = null)
+        : base(func, name)
+    {
+    }
+
+    internal override bool IsDelayed => true;
+
+    /// <summary>The delay timer is armed (timer_pending(&amp;dwork-&gt;timer)).</summary>
+    public bool IsTimerPending => Volatile.Read(ref _timer)?.TimerPending ?? false;
+
+    /// <summary>The jiffy the delay timer was last set to expire at (0 before the first delayed queue).</summary>
+    public long TimerExpires => Volatile.Read(ref _timer)?.Expires ?? 0;
+
+    internal override bool TryStopTimer()
+    {
+        if (Volatile.Read(ref _timer) is { } timer && timer.DelTimer())
+        {
+            TargetWq!.Runtime.Wq.DelayedDisarmed();
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>The timer for <paramref name="runtime"/>, made on first use by the PENDING owner.</summary>
+    internal TimerList TimerFor(Runtime runtime)
+    {
+        var timer = Volatile.Read(ref _timer);
+        if (timer is null)
+        {
+            // One closure per delayed item, made once: re-arming allocates nothing.
+            timer = runtime.TimerSetup(_ => TimerFired(), TimerFlags.None, $"delayed_work '{Name}'");
+            Volatile.Write(ref _timer, timer);
+        }
+        else if (!ReferenceEquals(timer.Runtime, runtime))
+        {
+            throw new InvalidOperationException($"delayed work item '{Name}' has its timer on another runtime; a delayed work item belongs to the runtime of its first delayed queue.");
+        }
+        return timer;
+    }
+
+    /// <summary>delayed_work_timer_fn(): in TIMER_SOFTIRQ on the timer's CPU; PENDING is still held, so queue it.</summary>
+    private void TimerFired()
+    {
+        var wq = TargetWq!;
+        var cpu = TargetCpu >= 0 ? wq.Runtime.Cpus[TargetCpu] : ThreadContext.Current!.Cpu;
+        wq.Runtime.Wq.DelayedDisarmed();
+        wq.QueueOwned(cpu, this, "delayed_work_timer_fn()", fromTimer: true);
+    }
+
+    /// <summary>
+    /// cancel_delayed_work(): stops the timer or takes the item off its queue; does not wait for a running
+    /// instance. Returns true if it was pending. Callable from any context.
+    /// </summary>
+    public bool CancelDelayedWork() => CancelCore(sync: false, "cancel_delayed_work()");
+
+    /// <summary>
+    /// cancel_delayed_work_sync(): as <see cref="CancelDelayedWork"/>, then waits for a running instance;
+    /// when it returns the item is neither pending, nor armed, nor running. May sleep.
+    /// </summary>
+    public bool CancelDelayedWorkSync()
+    {
+        MightSleep.Check("cancel_delayed_work_sync()");
+        ThrowIfSelf("cancel_delayed_work_sync()");
+        return CancelCore(sync: true, "cancel_delayed_work_sync()");
+    }
+
+    /// <summary>
+    /// flush_delayed_work(): if the timer is armed, queues the item now (the delay is cut short), then
+    /// waits for it as <see cref="WorkStruct.FlushWork"/> does. Returns true if it waited. May sleep.
+    /// </summary>
+    public bool FlushDelayedWork()
+    {
+        MightSleep.Check("flush_delayed_work()");
+        ThrowIfSelf("flush_delayed_work()");
+        if (TryStopTimer())
+        {
+            TargetWq!.QueueOwnedFromAnyThread(TargetCpu, this, "flush_delayed_work()");
+        }
+        return FlushCore("flush_delayed_work()");
+    }
+}

@@ -1,0 +1,301 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using DeferRuntime.Cpus;
+using DeferRuntime.Locking;
+
+namespace DeferRuntime.Workqueues;
+
+/// <summary>
+/// struct work_struct: a pre-allocated deferred function that a <see cref="Workqueue"/> runs in process
+/// context on one of its workers. Allocate it once (INIT_WORK) and queue it many times: queueing
+/// allocates nothing. Queueing an item that is already pending does nothing and returns false; an item
+/// is never run concurrently with itself on one workqueue.
+/// </summary>
+/// <remarks>
+/// <para>State word bit layout (<c>State</c>, changed only by Interlocked):</para>
+/// <code>
+///   bit  0     PENDING  queued (or its delayed timer armed, or held by a canceler): WORK_STRUCT_PENDING
+///   bits 1-63  SEQ      queue sequence number, incremented by the same CAS that sets PENDING for a queue
+/// </code>
+/// <para>Each queued instance has its own sequence number. The worker that starts an instance records it
+/// in <c>RunningSeq</c>, and in <c>CompletedSeq</c> when the function returns; a canceler that steals a
+/// pending instance records it in <c>SkippedSeq</c>. <see cref="FlushWork"/> reads SEQ at the call and
+/// waits until that instance has completed, or was skipped with nothing older still running: exactly
+/// "the instance queued before the call", never a later re-queue. Instances of one item on one
+/// workqueue start in SEQ order and never overlap, which is what makes these three numbers enough.</para>
+/// <para>Field legend (kernel/workqueue.c style): <c>I:</c> set at construction; <c>A:</c> any thread,
+/// Interlocked or volatile; <c>L:</c> under the lock of the pool the item is linked on or runs on (the
+/// kernel's pool-&gt;lock); <c>O:</c> the owner of PENDING (the queuer between CAS and link, a canceler).</para>
+/// </remarks>
+public class WorkStruct
+{
+    internal const long Pending = 1;
+    internal const int SeqShift = 1;
+
+    private readonly Action<WorkStruct> _func; // I
+
+    internal long State; // A: PENDING | SEQ << 1
+
+    // L (of LastPool) for writes; read lock-free by flushers, hence volatile-style reads there.
+    internal long RunningSeq; // SEQ of the instance running, or of the last one started
+    internal long CompletedSeq; // SEQ of the last instance whose function returned
+    internal long SkippedSeq; // L or O: SEQ of the last pending instance stolen by a canceler (or refused at link)
+
+    internal WorkStruct? Next, Prev; // L: links on the list ListKind names
+    internal WorkListKind ListKind; // L
+    internal WorkerPool? QueuedPool; // L: the pool whose list holds the item; read lock-free by cancel (non-null: linked)
+    internal PoolWorkqueue? Pwq; // L: pwq of the queued instance (kept while it runs)
+    internal Worker? ScheduledOn; // L: the worker whose scheduled list holds it (ListKind.Scheduled)
+    internal int Color; // L: flush color of the queued instance
+    internal Worker? CurrentWorker; // L (of LastPool): the worker executing it (find_worker_executing_work)
+    internal WorkerPool? LastPool; // L: the pool it last ran on (the kernel's pool id in work->data)
+    internal int Canceling; // A: a cancel_work_sync() holds PENDING and waits (WORK_OFFQ_CANCELING)
+    internal WorkqueueSubsystem? Owner; // A: the runtime it was last queued on (whose waiters flush it)
+
+    /// <summary>INIT_WORK(): a work item that runs <paramref name="func"/>; <paramref name="name"/> appears in reports (default: the method's name).</summary>
+    public WorkStruct(Action<WorkStruct> func, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(func);
+        _func = func;
+        Name = name ?? func.Method.Name;
+    }
+
+    /// <summary>A name for reports, fault records and the stall watchdog.</summary>
+    public string Name { get; }
+
+    /// <summary>work_pending(): PENDING is set (queued, or a delayed item's timer is armed).</summary>
+    public bool IsPending => (Volatile.Read(ref State) & Pending) != 0;
+
+    /// <summary>work_busy(): pending and/or running right now; a racy snapshot for diagnostics only.</summary>
+    public WorkBusy Busy =>
+        (IsPending ? WorkBusy.Pending : WorkBusy.None) |
+        (Volatile.Read(ref CurrentWorker) is not null ? WorkBusy.Running : WorkBusy.None);
+
+    internal long Seq => Volatile.Read(ref State) >> SeqShift;
+
+    internal void Invoke() => _func(this);
+
+    internal virtual bool IsDelayed => false;
+
+    /// <summary>
+    /// flush_work(): waits until the instance queued before the call (if any) has finished running;
+    /// later re-queues are not waited for. Returns true if it waited, false if the item was idle. May
+    /// sleep: refused in atomic context and from the item's own function (it would wait for itself).
+    /// </summary>
+    public bool FlushWork()
+    {
+        MightSleep.Check("flush_work()");
+        ThrowIfSelf("flush_work()");
+        return FlushCore("flush_work()");
+    }
+
+    internal bool FlushCore(string caller)
+    {
+        var owner = Volatile.Read(ref Owner);
+        if (owner is null)
+        {
+            return false; // never queued
+        }
+        long target = Seq;
+        if (IsFlushed(target))
+        {
+            return false;
+        }
+        ThrowIfOrderedDeadlock(caller);
+        owner.WaitFor(caller, (Work: this, Target: target), static s => s.Work.IsFlushed(s.Target));
+        return true;
+    }
+
+    /// <summary>
+    /// The instance with SEQ <paramref name="target"/> completed, or it was skipped and no older instance
+    /// still runs. Read order matters: see the remarks of the type. Lock-free.
+    /// </summary>
+    internal bool IsFlushed(long target)
+    {
+        if (Volatile.Read(ref CompletedSeq) >= target)
+        {
+            return true;
+        }
+        if (Volatile.Read(ref SkippedSeq) < target)
+        {
+            return false;
+        }
+        // The target was skipped (or ran). After it left the pending state only later instances can
+        // start, so: a started instance newer than the target, or the latest started one completed.
+        long running = Volatile.Read(ref RunningSeq);
+        return running > target || Volatile.Read(ref CompletedSeq) >= running;
+    }
+
+    /// <summary>
+    /// cancel_work(): takes the item off its queue if it is pending; does not wait for a running
+    /// instance. Returns true if it was pending. Callable from any context.
+    /// </summary>
+    public bool CancelWork() => CancelCore(sync: false, "cancel_work()");
+
+    /// <summary>
+    /// cancel_work_sync(): takes the item off its queue if pending and waits for a running instance to
+    /// finish; when it returns the item is neither pending nor running (unless re-queued afterwards).
+    /// Returns true if it was pending. May sleep: refused in atomic context and from the item itself.
+    /// </summary>
+    public bool CancelWorkSync()
+    {
+        MightSleep.Check("cancel_work_sync()");
+        ThrowIfSelf("cancel_work_sync()");
+        return CancelCore(sync: true, "cancel_work_sync()");
+    }
+
+    internal bool CancelCore(bool sync, string caller)
+    {
+        int grabbed = GrabPendingWaiting(caller, sync);
+        if (grabbed < 0)
+        {
+            return false; // a non-sync cancel found another canceler: that one owns it (the kernel's -ENOENT)
+        }
+        if (sync)
+        {
+            Volatile.Write(ref Canceling, 1);
+            var owner = Volatile.Read(ref Owner);
+            if (owner is not null && !IsIdleNow())
+            {
+                owner.WaitFor(caller, this, static w => w.IsIdleNow());
+            }
+            Volatile.Write(ref Canceling, 0);
+        }
+        ReleasePending();
+        return grabbed == 1;
+    }
+
+    /// <summary>No instance is running (the latest started one completed). Lock-free.</summary>
+    private bool IsIdleNow() => Volatile.Read(ref CompletedSeq) >= Volatile.Read(ref RunningSeq) && Volatile.Read(ref CurrentWorker) is null;
+
+    /// <summary>
+    /// Grabs PENDING, retrying while a queuer is between its CAS and the link (or a timer callback is
+    /// queueing). Returns 1 if a pending instance was stolen, 0 if it was idle (PENDING is now ours),
+    /// -1 for a non-sync caller that found another canceler holding it.
+    /// </summary>
+    internal int GrabPendingWaiting(string caller, bool sync)
+    {
+        var backoff = default(Backoff);
+        while (true)
+        {
+            int r = TryGrabPending();
+            if (r >= 0)
+            {
+                return r;
+            }
+            if (Volatile.Read(ref Canceling) != 0)
+            {
+                if (!sync)
+                {
+                    return -1;
+                }
+                // Another cancel_work_sync() holds PENDING and waits for the item: wait for it to let go
+                // (the kernel's cancel_waitq), sleeping, so a worker doing this is not counted running.
+                Volatile.Read(ref Owner)!.WaitFor(caller, this, static w => Volatile.Read(ref w.Canceling) == 0 || !w.IsPending);
+                continue;
+            }
+            backoff.Wait();
+        }
+    }
+
+    /// <summary>
+    /// try_to_grab_pending(): 1 = stole a pending instance (unlinked it, or stopped its timer), 0 = it
+    /// was idle and PENDING is now set by us (no SEQ bump: not a queue), -1 = retry (PENDING is held by
+    /// a queuer not yet linked, a firing timer, or a canceler).
+    /// </summary>
+    internal int TryGrabPending()
+    {
+        if (TryStopTimer())
+        {
+            Volatile.Write(ref SkippedSeq, Seq);
+            Volatile.Read(ref Owner)?.NotifyWaiters();
+            return 1;
+        }
+        long s = Volatile.Read(ref State);
+        if ((s & Pending) == 0)
+        {
+            return Interlocked.CompareExchange(ref State, s | Pending, s) == s ? 0 : -1;
+        }
+        var pool = Volatile.Read(ref QueuedPool);
+        if (pool is null)
+        {
+            return -1;
+        }
+        return pool.TryStealQueued(this) ? 1 : -1;
+    }
+
+    /// <summary>del_timer() of a delayed item's armed timer; plain items have none.</summary>
+    internal virtual bool TryStopTimer() => false;
+
+    /// <summary>Clears PENDING held by its owner (a canceler, or a refused queue); wakes waiters.</summary>
+    internal void ReleasePending()
+    {
+        Debug.Assert(IsPending, "releasing PENDING that is not held");
+        Interlocked.And(ref State, ~Pending);
+        Volatile.Read(ref Owner)?.NotifyWaiters();
+    }
+
+    /// <summary>
+    /// Sets PENDING for a new queue with a new SEQ; false if it was already set. PERF: one CAS in the
+    /// common case, no allocation.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TrySetPendingForQueue()
+    {
+        long s = Volatile.Read(ref State);
+        while ((s & Pending) == 0)
+        {
+            long seen = Interlocked.CompareExchange(ref State, s + (1L << SeqShift) + Pending, s);
+            if (seen == s)
+            {
+                return true;
+            }
+            s = seen;
+        }
+        return false;
+    }
+
+    /// <summary>Turns PENDING held by its owner (a canceler, mod_delayed_work) into a new queued instance: a new SEQ.</summary>
+    internal void BumpSeqOwned()
+    {
+        Debug.Assert(IsPending, "BumpSeqOwned without PENDING");
+        Interlocked.Add(ref State, 1L << SeqShift);
+    }
+
+    /// <summary>flush_work/cancel_work_sync of the item from its own function would wait for itself.</summary>
+    private protected void ThrowIfSelf(string caller)
+    {
+        if (Worker.Current is { CurrentWork: var running } worker && ReferenceEquals(running, this))
+        {
+            throw new InvalidOperationException(
+                $"{caller} on work item '{Name}' from its own function (on {worker.Name}): it would wait for itself to finish, a deadlock.");
+        }
+    }
+
+    /// <summary>
+    /// From an item of an ordered workqueue (max_active 1), flushing an item queued behind it on the same
+    /// workqueue can never finish: the flusher holds the only active slot.
+    /// </summary>
+    private void ThrowIfOrderedDeadlock(string caller)
+    {
+        if (Worker.Current is { CurrentPwq: { } running } && running.Wq.IsOrdered &&
+            ReferenceEquals(Volatile.Read(ref Pwq)?.Wq, running.Wq) && IsPending)
+        {
+            throw new InvalidOperationException(
+                $"{caller} on work item '{Name}' from a work item of ordered workqueue '{running.Wq.Name}', where '{Name}' is queued behind it: it can only start after the flusher returns, a deadlock.");
+        }
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => $"work '{Name}'";
+}
+
+/// <summary>Which list a linked work item is on (its links are valid under <see cref="WorkStruct.QueuedPool"/>'s lock).</summary>
+internal enum WorkListKind : byte
+{
+    None,
+    Incoming, // pushed onto its pool's incoming list without the lock, not yet spliced
+    Worklist, // the pool's worklist: active, waiting for a worker
+    Inactive, // its pwq's inactive list: over max_active, or frozen
+    Scheduled, // a worker's scheduled list: assigned to the worker already running it (non-reentrancy)
+}

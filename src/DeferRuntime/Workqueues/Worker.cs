@@ -1,0 +1,467 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using DeferRuntime.Cpus;
+using DeferRuntime.Locking;
+using DeferRuntime.Platform;
+
+namespace DeferRuntime.Workqueues;
+
+/// <summary>
+/// struct worker: one kworker thread of a pool (worker_thread()), the inline worker of a bh pool, or a
+/// workqueue's rescuer. It is also its thread's <see cref="ISleepNotifier"/>: the runtime's sleeping
+/// primitives call <see cref="Sleeping"/> and <see cref="Running"/> (wq_worker_sleeping/running), which is
+/// how the pool learns that a running item blocked and another worker should take the next one.
+/// </summary>
+/// <remarks>
+/// Field legend: <c>I:</c> set at creation; <c>L:</c> under the pool lock of <see cref="Pool"/>;
+/// <c>W:</c> the worker's own thread (read racily by the ticker); <c>T:</c> the ticker only;
+/// <c>A:</c> Interlocked/volatile. nr_running counts the workers that have no NOT_RUNNING flag and are
+/// not sleeping; every change of either is made under the pool lock, so the count stays exact even
+/// though the ticker, unlike the kernel's scheduler tick, runs on another thread.
+/// </remarks>
+internal sealed class Worker : ISleepNotifier
+{
+    public const int FlagDie = 1 << 1; // WORKER_DIE: exit at the next wake-up
+    public const int FlagIdle = 1 << 2; // WORKER_IDLE: on the idle list
+    public const int FlagPrep = 1 << 3; // WORKER_PREP: not processing (idle, managing, rescuer)
+    public const int FlagCpuIntensive = 1 << 6; // WORKER_CPU_INTENSIVE: running an item that does not count
+    public const int FlagUnbound = 1 << 7; // WORKER_UNBOUND: unbound pools are not concurrency managed
+    public const int NotRunning = FlagPrep | FlagCpuIntensive | FlagUnbound; // WORKER_NOT_RUNNING
+
+    /// <summary>CREATE_COOLDOWN: how long a manager waits after a failed worker creation (HZ, 1 s).</summary>
+    private const long CreateCooldownNs = 1_000_000_000;
+
+    [ThreadStatic]
+    private static Worker? t_current;
+
+    private readonly Parker _parker = new();
+    private Thread? _thread; // I (once started)
+    private int _parked; // A: 1 while parked (or about to), so wakers know a futex wake is needed
+    private int _poke; // A: a wake-up that is not a kick (exit, end of cooldown)
+
+    public Worker(WorkerPool? pool, int id, string name, bool bh, Workqueue? rescueWq = null)
+    {
+        Pool = pool!;
+        Id = id;
+        Name = name;
+        IsBh = bh;
+        RescueWq = rescueWq;
+        Flags = FlagPrep | (pool is { IsUnbound: true } ? FlagUnbound : 0);
+    }
+
+    /// <summary>current_wq_worker(): the worker whose item the calling thread is running, or null.</summary>
+    public static Worker? Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_current;
+    }
+
+    /// <summary>Installs <paramref name="worker"/> as the current worker of this thread and returns the previous one (bh work runs nested in other threads).</summary>
+    public static Worker? SwapCurrent(Worker? worker)
+    {
+        var old = t_current;
+        t_current = worker;
+        return old;
+    }
+
+    public WorkerPool Pool; // I for pool workers; L (of the rescued pool) for a rescuer, which moves between pools
+    public int Id { get; } // I
+    public string Name { get; } // I
+    public bool IsBh { get; } // I
+    public Workqueue? RescueWq { get; } // I: the workqueue a rescuer serves
+    public Thread? Thread => _thread;
+
+    public int Flags; // L
+    public bool IsSleeping; // L: blocked in a runtime primitive (worker->sleeping)
+    public WorkStruct? CurrentWork; // L, read racily by reports
+    public PoolWorkqueue? CurrentPwq; // L
+    public WorkStruct? ScheduledHead, ScheduledTail; // L: items assigned to this worker (non-reentrancy)
+    public Worker? IdleNext, IdlePrev; // L
+    public long IdleSince; // L
+    public long Stamp; // W: bumped at each item start and each wake from a sleep
+    public long TickStamp = -1, TickSince; // T: the ticker's last view of Stamp, and the worker's CPU time (or the wall clock) then
+    public int CpuClock = ThreadCpuClock.None; // I (set by the thread at start): its CPU-time clock, for the ticker
+
+    public bool IsIdle => (Flags & FlagIdle) != 0;
+
+    public bool IsParked => Volatile.Read(ref _parked) != 0;
+
+    private WorkqueueSubsystem Sub => Pool.Sub;
+
+    public void Unpark() => _parker.Unpark();
+
+    /// <summary>Wakes the worker for a reason other than a kick (exit, shutdown); the flag outlives the wake.</summary>
+    public void Poke()
+    {
+        Interlocked.Exchange(ref _poke, 1);
+        if (IsParked)
+        {
+            _parker.Unpark();
+        }
+    }
+
+    // ---- flags (worker_set_flags / worker_clr_flags): nr_running follows NOT_RUNNING ----
+
+    public void SetFlags(int flags)
+    {
+        Pool.AssertLocked();
+        bool drop = (flags & NotRunning) != 0 && (Flags & NotRunning) == 0 && !IsSleeping;
+        Flags |= flags;
+        if (drop)
+        {
+            Pool.AddRunning(-1);
+        }
+    }
+
+    public void ClearFlags(int flags)
+    {
+        Pool.AssertLocked();
+        int old = Flags;
+        Flags &= ~flags;
+        if ((flags & NotRunning) != 0 && (old & NotRunning) != 0 && (Flags & NotRunning) == 0 && !IsSleeping)
+        {
+            Pool.AddRunning(1);
+        }
+    }
+
+    // ---- concurrency management hooks ----
+
+    /// <summary>
+    /// wq_worker_sleeping(): the item this worker runs is about to block. It stops counting as running,
+    /// and if that leaves work with nobody running, an idle worker is kicked to take it.
+    /// </summary>
+    public void Sleeping()
+    {
+        if (IsBh || RescueWq is not null || (Flags & FlagUnbound) != 0)
+        {
+            return; // FlagUnbound never changes: unbound pools are not concurrency managed
+        }
+        var pool = Pool;
+        Worker? toWake = null;
+        pool.Lock();
+        if (!IsSleeping)
+        {
+            IsSleeping = true;
+            if ((Flags & NotRunning) == 0)
+            {
+                pool.AddRunning(-1);
+                toWake = pool.KickPool();
+            }
+        }
+        pool.Unlock();
+        WorkerPool.WakeKicked(toWake);
+    }
+
+    /// <summary>wq_worker_running(): the worker runs again and counts again.</summary>
+    public void Running()
+    {
+        if (IsBh || RescueWq is not null || (Flags & FlagUnbound) != 0)
+        {
+            return;
+        }
+        var pool = Pool;
+        pool.Lock();
+        if (IsSleeping)
+        {
+            IsSleeping = false;
+            if ((Flags & NotRunning) == 0)
+            {
+                pool.AddRunning(1);
+            }
+        }
+        Stamp++; // a sleep resets the cpu-intensive clock, as the kernel's current_at does
+        pool.Unlock();
+    }
+
+    // ---- the thread ----
+
+    public void Start()
+    {
+        _thread = new Thread(ThreadMain)
+        {
+            Name = Name,
+            IsBackground = true,
+        };
+        _thread.UnsafeStart();
+    }
+
+    public bool Join(TimeSpan timeout) => _thread is null || ReferenceEquals(_thread, Thread.CurrentThread) || _thread.Join(timeout);
+
+    private void ThreadMain()
+    {
+        var pool = Pool;
+        // Bound workers belong to their CPU; unbound ones get the context of their mask's first CPU (an
+        // approximation: the kernel's unbound kworker belongs to whichever CPU it is scheduled on, and
+        // a thread's context here is fixed). Either way they are pinned to the pool's cores.
+        var ctx = new ThreadContext(pool.ContextCpu, ThreadRole.Worker) { SleepNotifier = this };
+        ThreadContext.Attach(ctx);
+        t_current = this;
+        Volatile.Write(ref CpuClock, ThreadCpuClock.Create());
+        try
+        {
+            Place(pool);
+            Loop(ctx);
+        }
+        finally
+        {
+            ctx.SleepNotifier = null;
+            t_current = null;
+            ThreadContext.Detach();
+        }
+    }
+
+    /// <summary>Pins to the pool's cores and applies its nice (HIGHPRI_NICE_LEVEL for high-priority pools), recording what the OS granted.</summary>
+    private void Place(WorkerPool pool)
+    {
+        var options = Sub.Runtime.Options;
+        string? pinError = options.Pinning ? ThreadPlacement.PinCurrentThreadToCores(pool.Cores) : null;
+        string priority = "unchanged";
+        string? priorityError = null;
+        if (options.Priorities != PriorityPolicy.None)
+        {
+            priority = $"nice {pool.Nice}";
+            priorityError = pool.Nice == 0 ? null : ThreadPlacement.SetNice(pool.Nice);
+        }
+        // An unbound worker allowed on several cores has no single core to report: it is recorded only
+        // if the OS refused its mask or its priority.
+        if (pool.Cores.Length == 1 || pinError is not null || priorityError is not null)
+        {
+            Sub.Runtime.RecordPlacement(new ThreadPlacementReport(
+                Name, pool.ContextCpu.Id, options.Pinning ? pool.Cores[0] : null,
+                options.Pinning && pinError is null, pinError, priority, priorityError is null, priorityError));
+        }
+    }
+
+    /// <summary>worker_thread(): wake, take work while the pool needs this worker, idle, repeat.</summary>
+    private void Loop(ThreadContext ctx)
+    {
+        var pool = Pool;
+        pool.Lock();
+        while (true)
+        {
+            Volatile.Write(ref _poke, 0);
+            if ((Flags & FlagDie) != 0 || Sub.Runtime.IsPanicked)
+            {
+                if ((Flags & FlagDie) == 0)
+                {
+                    pool.LeaveIdle(this);
+                    pool.Hot.NrWorkers--;
+                }
+                pool.Detach(this);
+                // A culled worker may have been the one kicked: hand what queuers pushed to another.
+                var other = pool.WorkArrivedBeforeIdle() ? pool.KickPool() : null;
+                pool.Unlock();
+                WorkerPool.WakeKicked(other);
+                return;
+            }
+            pool.LeaveIdle(this);
+
+            while (true)
+            {
+                pool.SpliceIncoming();
+                if (!pool.NeedMoreWorker)
+                {
+                    break;
+                }
+                // Keep an idle worker in reserve before working, so that if this one blocks, someone can
+                // take over at once: a worker that finds none becomes the manager and creates one.
+                if (!pool.MayStartWorking && ManageWorkers())
+                {
+                    continue;
+                }
+                ClearFlags(FlagPrep);
+                do
+                {
+                    var work = pool.Hot.WorkHead;
+                    if (work is null)
+                    {
+                        pool.SpliceIncoming();
+                        work = pool.Hot.WorkHead;
+                        if (work is null)
+                        {
+                            break;
+                        }
+                    }
+                    AssignAndRun(work, ctx);
+                }
+                while (pool.KeepWorking);
+                // nr_running may drop to 0 here (with a full barrier): the loop looks at the incoming
+                // list once more before idling, so a queuer that saw it still running is not stranded.
+                SetFlags(FlagPrep);
+            }
+            if (pool.WorkArrivedBeforeIdle())
+            {
+                continue; // back through the wake-up path: splice and work
+            }
+
+            pool.EnterIdle(this);
+            pool.Unlock();
+            IdleWait(pool);
+            pool.Lock();
+        }
+    }
+
+    /// <summary>
+    /// Idles until kicked or poked: polls the pool's hot line for the poll window (the runtime's idle
+    /// policy: a kick then costs one cache-line transfer, not a futex wake), then parks.
+    /// </summary>
+    private void IdleWait(WorkerPool pool)
+    {
+        long pollTicks = Sub.WorkerPollTicks;
+        if (pollTicks > 0)
+        {
+            long deadline = Stopwatch.GetTimestamp() + pollTicks;
+            for (int i = 1; ; i++)
+            {
+                if (Woken(pool))
+                {
+                    return;
+                }
+                // PERF: one pause per look, as cpu/N's poll loop (a pause is ~40 ns here).
+                Thread.SpinWait(1);
+                if ((i & 63) == 0 && Stopwatch.GetTimestamp() >= deadline)
+                {
+                    break;
+                }
+            }
+        }
+        while (true)
+        {
+            // Announce the park, then re-check: a kicker writes Kicked (or the poke) and then reads
+            // _parked, both with full barriers, so one of us sees the other.
+            Interlocked.Exchange(ref _parked, 1);
+            if (Woken(pool))
+            {
+                Volatile.Write(ref _parked, 0);
+                return;
+            }
+            _parker.Park(-1);
+            Volatile.Write(ref _parked, 0);
+            if (Woken(pool))
+            {
+                return;
+            }
+        }
+    }
+
+    private bool Woken(WorkerPool pool) =>
+        ReferenceEquals(Volatile.Read(ref pool.Hot.Kicked), this) || Volatile.Read(ref _poke) != 0;
+
+    /// <summary>
+    /// manage_workers() / maybe_create_worker(): this worker found no idle worker in reserve; it creates
+    /// one (one at a time, the pool lock dropped meanwhile), waiting CREATE_COOLDOWN after a failure.
+    /// While it fails for 10 ms the ticker sends mayday to the rescuers. False if another worker manages.
+    /// </summary>
+    private bool ManageWorkers()
+    {
+        var pool = Pool;
+        if (pool.ManagerActive)
+        {
+            return false;
+        }
+        pool.ManagerActive = true;
+        pool.ManagerSince = Stopwatch.GetTimestamp();
+        while (pool.NeedToCreateWorker && !Sub.IsStopping && (Flags & FlagDie) == 0 && !Sub.Runtime.IsPanicked)
+        {
+            pool.Unlock();
+            if (!pool.CreateWorker())
+            {
+                _parker.Park(CreateCooldownNs); // a poke (shutdown) ends it early
+            }
+            pool.Lock();
+        }
+        pool.ManagerActive = false;
+        return true;
+    }
+
+    /// <summary>
+    /// assign_work() then process: takes <paramref name="work"/> off the worklist; if another worker of this
+    /// pool is running it (a re-queue of a running item), it goes to that worker's scheduled list instead,
+    /// so the item never runs concurrently with itself. Lock held on entry and exit.
+    /// </summary>
+    public void AssignAndRun(WorkStruct work, ThreadContext ctx)
+    {
+        var pool = Pool;
+        pool.Unlink(work);
+        var collision = work.CurrentWorker;
+        if (collision is not null && !ReferenceEquals(collision, this) && ReferenceEquals(collision.Pool, pool) && ReferenceEquals(collision.CurrentWork, work))
+        {
+            WorkerPool.Append(work, ref collision.ScheduledHead, ref collision.ScheduledTail);
+            work.ListKind = WorkListKind.Scheduled;
+            work.ScheduledOn = collision;
+            work.QueuedPool = pool;
+            return;
+        }
+        ProcessOne(work, ctx);
+        ProcessScheduled(ctx);
+    }
+
+    /// <summary>process_scheduled_works(): items other workers handed to this one, in order. Lock held.</summary>
+    public void ProcessScheduled(ThreadContext ctx)
+    {
+        while (ScheduledHead is { } work)
+        {
+            Pool.Unlink(work);
+            ProcessOne(work, ctx);
+        }
+    }
+
+    /// <summary>
+    /// process_one_work(): runs one unlinked item with the pool lock dropped, then accounts its end (flush
+    /// color, max_active slot, completion) and wakes flushers if any wait. Lock held on entry and exit.
+    /// </summary>
+    public void ProcessOne(WorkStruct work, ThreadContext ctx)
+    {
+        var pool = Pool;
+        pool.AssertLocked();
+        var pwq = work.Pwq!;
+        int color = work.Color;
+        CurrentWork = work;
+        CurrentPwq = pwq;
+        // Tracked: this instance is the one CurrentWorker names. Only a second workqueue's instance of
+        // the same item, running on another pool (which the kernel allows), is untracked.
+        bool tracked = work.CurrentWorker is null;
+        if (tracked)
+        {
+            Volatile.Write(ref work.CurrentWorker, this);
+            work.LastPool = pool;
+        }
+        Stamp++;
+        pool.Started++;
+        if (pwq.Wq.IsCpuIntensive)
+        {
+            SetFlags(FlagCpuIntensive);
+        }
+        // Unbound and cpu-intensive work does not count: kick another worker for what waits behind it.
+        var toWake = pool.KickPool();
+        // Clear PENDING with a full barrier before the function runs: a queuer that finds PENDING still
+        // set relies on this run seeing what it wrote (set_work_pool_and_clear_pending()).
+        long seq = Interlocked.And(ref work.State, ~WorkStruct.Pending) >> WorkStruct.SeqShift;
+        if (seq > work.RunningSeq)
+        {
+            Volatile.Write(ref work.RunningSeq, seq);
+        }
+        pool.Unlock();
+        WorkerPool.WakeKicked(toWake);
+
+        ctx.Cpu.RunCallback(ctx, work, static w => w.Invoke(), static w => $"work item '{w.Name}'");
+
+        pool.Lock();
+        ClearFlags(FlagCpuIntensive);
+        CurrentWork = null;
+        CurrentPwq = null;
+        if (tracked)
+        {
+            Volatile.Write(ref work.CurrentWorker, null);
+        }
+        if (seq > work.CompletedSeq)
+        {
+            Volatile.Write(ref work.CompletedSeq, seq);
+        }
+        pool.Completions++;
+        pwq.DecInFlight(color, active: true);
+        pool.Sub.NotifyWaiters();
+    }
+
+    public override string ToString() => Name;
+}

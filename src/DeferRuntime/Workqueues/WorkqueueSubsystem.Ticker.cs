@@ -1,0 +1,239 @@
+using System.Diagnostics;
+using DeferRuntime.Cpus;
+using DeferRuntime.Platform;
+
+namespace DeferRuntime.Workqueues;
+
+// The wq ticker thread: what the kernel does from timers and the scheduler tick, in one thread that ticks
+// every millisecond while any pool is busy and parks otherwise (until the next idle worker could retire).
+//   - kthreadd: creates the first worker of a pool on its first use;
+//   - wq_worker_tick(): a worker running one item for the cpu-intensive threshold (10 ms) without
+//     sleeping is marked CPU_INTENSIVE, stops counting in nr_running, and its pool is kicked;
+//   - pool_mayday_timeout(): a pool whose manager has failed to create a worker for MAYDAY_INITIAL_TIMEOUT
+//     (10 ms) sends mayday for every waiting item of a MemReclaim workqueue, then every MAYDAY_INTERVAL;
+//   - idle_worker_timeout(): idle workers beyond two (too_many_workers) retire after the idle timeout;
+//   - wq_watchdog_timer_fn(): a pool with waiting items that started none for the threshold is reported.
+internal sealed partial class WorkqueueSubsystem
+{
+    /// <summary>Idle ticks before the ticker parks: 10 ms of hysteresis.</summary>
+    private const int LingerTicks = 10;
+
+    private readonly Parker _tickerParker = new();
+    private Thread? _ticker;
+    private int _tickerIdle; // A: 1 while the ticker parks with no pool busy
+    private volatile bool _tickerExit;
+
+    /// <summary>Starts the ticker thread (parked until a pool needs it); called once at boot.</summary>
+    public void StartTicker()
+    {
+        _ticker = new Thread(TickerMain)
+        {
+            Name = "wq-ticker",
+            IsBackground = true,
+        };
+        _ticker.UnsafeStart();
+    }
+
+    /// <summary>A pool became busy or needs a worker: make sure the ticker ticks. PERF: one read when it already does.</summary>
+    public void WakeTicker()
+    {
+        if (Volatile.Read(ref _tickerIdle) != 0 && Interlocked.Exchange(ref _tickerIdle, 0) != 0)
+        {
+            _tickerParker.Unpark();
+        }
+    }
+
+    /// <summary>A worker was created: the ticker keeps a view of it from the next tick.</summary>
+    public void WorkerCreated() => WakeTicker();
+
+    private void StopTicker()
+    {
+        _tickerExit = true;
+        Interlocked.Exchange(ref _tickerIdle, 0);
+        _tickerParker.Unpark();
+        if (_ticker is not null && !ReferenceEquals(_ticker, Thread.CurrentThread))
+        {
+            _ticker.Join();
+        }
+    }
+
+    private void TickerMain()
+    {
+        var options = Runtime.Options;
+        long tick = Stopwatch.Frequency / 1000;
+        long intensive = Ticks(options.WorkqueueCpuIntensiveThreshold);
+        long maydayInitial = Stopwatch.Frequency / 100; // MAYDAY_INITIAL_TIMEOUT: HZ / 100
+        long maydayInterval = Stopwatch.Frequency / 10; // MAYDAY_INTERVAL: HZ / 10
+        long idleTimeout = Ticks(options.WorkqueueIdleTimeout);
+        long watchdog = Ticks(options.WorkqueueWatchdogThreshold);
+        var dying = new List<Worker>();
+        var reports = new List<(int Cpu, string Message)>();
+        int idleTicks = 0;
+        // The ticker belongs to no CPU: let it run on any core the runtime uses, at the lowest priority
+        // the policy allows, so its wake-ups do not preempt a worker on the worker's own core.
+        if (options.Pinning)
+        {
+            _ = ThreadPlacement.PinCurrentThreadToCores(Runtime.Cpus.Select(c => c.Core).Distinct().ToArray());
+        }
+        if (options.Priorities != PriorityPolicy.None)
+        {
+            _ = ThreadPlacement.SetNice(19);
+        }
+
+        while (!_tickerExit && !Runtime.IsPanicked)
+        {
+            long now = Stopwatch.GetTimestamp();
+            bool busy = false;
+            long nextCull = long.MaxValue;
+            foreach (var pool in Pools)
+            {
+                busy |= TickPool(pool, now, intensive, maydayInitial, maydayInterval, watchdog, reports);
+                long wait = pool.IsBh ? 0 : pool.CullIdle(now, idleTimeout, dying);
+                if (wait > 0)
+                {
+                    nextCull = Math.Min(nextCull, wait);
+                }
+            }
+            foreach (var worker in dying)
+            {
+                worker.Poke(); // it sees WORKER_DIE, detaches and exits
+            }
+            dying.Clear();
+            foreach (var (cpu, message) in reports)
+            {
+                Runtime.ReportWarning(cpu, "workqueue watchdog", message);
+            }
+            reports.Clear();
+
+            // Keep ticking a little after the last busy tick (LingerTicks): bursts of work then wake
+            // the ticker once, not once per burst.
+            if (busy || ++idleTicks < LingerTicks)
+            {
+                if (busy)
+                {
+                    idleTicks = 0;
+                }
+                _tickerParker.Park(TicksToNs(tick));
+                continue;
+            }
+            idleTicks = 0;
+            // Announce the idle park, then look again under the pool locks: a worker leaving idle writes
+            // its pool under the lock and then reads _tickerIdle, so one of us sees the other.
+            Interlocked.Exchange(ref _tickerIdle, 1);
+            if (AnyPoolBusy())
+            {
+                Interlocked.Exchange(ref _tickerIdle, 0);
+                continue;
+            }
+            _tickerParker.Park(nextCull == long.MaxValue ? -1 : TicksToNs(nextCull));
+            Interlocked.Exchange(ref _tickerIdle, 0);
+        }
+    }
+
+    private bool AnyPoolBusy()
+    {
+        foreach (var pool in Pools)
+        {
+            pool.Lock();
+            bool busy = IsBusy(pool);
+            pool.Unlock();
+            if (busy)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>Waiting items, a worker out of the idle list, a creation request or a rescuer at work. Under the lock.</summary>
+    private static bool IsBusy(WorkerPool pool) =>
+        pool.Hot.WorkHead is not null || Volatile.Read(ref pool.Queue.Incoming) is not null || pool.Hot.NrWorkers > pool.Hot.NrIdle || pool.CreationRequested || pool.Rescuing is not null;
+
+    /// <summary>One tick of one pool; returns whether it is busy.</summary>
+    private bool TickPool(WorkerPool pool, long now, long intensive, long maydayInitial, long maydayInterval, long watchdog, List<(int, string)> reports)
+    {
+        Worker? toWake = null;
+        bool create = false;
+        pool.Lock();
+        pool.SpliceIncoming();
+        bool busy = IsBusy(pool);
+        if (busy)
+        {
+            create = pool.CreationRequested && pool.Hot.NrWorkers == 0;
+            if (!pool.IsUnbound && !pool.IsBh)
+            {
+                toWake = DetectCpuIntensive(pool, now, intensive);
+            }
+            if (pool.ManagerActive && pool.NeedToCreateWorker && now - pool.ManagerSince >= maydayInitial && now - pool.LastMayday >= maydayInterval)
+            {
+                pool.LastMayday = now;
+                for (var work = pool.Hot.WorkHead; work is not null; work = work.Next)
+                {
+                    SendMayday(work.Pwq!);
+                }
+            }
+        }
+        // The stall clock starts at the first tick that sees items waiting (the kernel touches
+        // watchdog_ts when the worklist becomes non-empty; this keeps the clock off the queue path) and
+        // restarts whenever an item starts.
+        if (pool.Hot.WorkHead is null || pool.Started != pool.WatchdogStarted || !pool.WatchdogArmed)
+        {
+            pool.WatchdogStarted = pool.Started;
+            pool.WatchdogSince = now;
+            pool.WatchdogArmed = pool.Hot.WorkHead is not null;
+        }
+        else if (watchdog > 0 && now - pool.WatchdogSince >= watchdog)
+        {
+            double seconds = (now - pool.WatchdogSince) / (double)Stopwatch.Frequency;
+            reports.Add((pool.ContextCpu.Id, $"BUG: workqueue lockup - {pool.Describe()} stuck for {seconds:0}s! {pool.DescribeWorkLocked(8)}"));
+            pool.WatchdogSince = now; // report again after another threshold, as the kernel's touch does
+        }
+        pool.Unlock();
+        WorkerPool.WakeKicked(toWake);
+        if (create)
+        {
+            pool.CreateWorker(); // held back (test hook): the request stays and is retried next tick
+        }
+        return busy;
+    }
+
+    /// <summary>
+    /// wq_worker_tick(): a counted worker whose stamp (bumped at each item start and wake-up) has not
+    /// moved while it consumed the threshold of CPU time has been running one item without sleeping: mark
+    /// it CPU_INTENSIVE, so it stops counting, and kick the pool. CPU time as the kernel's
+    /// sum_exec_runtime (a worker that is merely preempted is not cpu-intensive); wall time where the
+    /// platform has no per-thread CPU clock.
+    /// </summary>
+    private static Worker? DetectCpuIntensive(WorkerPool pool, long now, long thresholdTicks)
+    {
+        Worker? toWake = null;
+        foreach (var worker in pool.WorkersLocked)
+        {
+            if (worker.CurrentWork is null || worker.IsSleeping || (worker.Flags & Worker.NotRunning) != 0)
+            {
+                worker.TickStamp = -1;
+                continue;
+            }
+            long cpuNs = ThreadCpuClock.ReadNs(Volatile.Read(ref worker.CpuClock));
+            long clock = cpuNs >= 0 ? cpuNs : now;
+            long threshold = cpuNs >= 0 ? (long)(thresholdTicks * (1_000_000_000.0 / Stopwatch.Frequency)) : thresholdTicks;
+            long stamp = Volatile.Read(ref worker.Stamp);
+            if (stamp != worker.TickStamp)
+            {
+                worker.TickStamp = stamp;
+                worker.TickSince = clock;
+                continue;
+            }
+            if (clock - worker.TickSince >= threshold)
+            {
+                worker.SetFlags(Worker.FlagCpuIntensive);
+                toWake = pool.KickPool() ?? toWake;
+            }
+        }
+        return toWake;
+    }
+
+    private static long Ticks(TimeSpan span) => span <= TimeSpan.Zero ? 0 : (long)(span.TotalSeconds * Stopwatch.Frequency);
+
+    private static long TicksToNs(long ticks) => (long)(ticks * (1_000_000_000.0 / Stopwatch.Frequency));
+}
