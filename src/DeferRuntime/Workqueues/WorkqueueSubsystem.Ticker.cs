@@ -164,6 +164,10 @@ internal sealed partial class WorkqueueSubsystem
             {
                 toWake = DetectCpuIntensive(pool, now, intensive);
             }
+            // It spliced what queuers pushed: if nobody counted runs, make sure someone comes for it
+            // (a kicked worker on its way is simply kicked again). Defense in depth: the push path's own
+            // re-check already guarantees a kick or a running worker.
+            toWake ??= pool.KickPool();
             if (pool.ManagerActive && pool.NeedToCreateWorker && now - pool.ManagerSince >= maydayInitial && now - pool.LastMayday >= maydayInterval)
             {
                 pool.LastMayday = now;
