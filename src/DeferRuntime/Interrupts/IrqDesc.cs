@@ -123,30 +123,19 @@ internal sealed partial class IrqDesc
 
     /// <summary>An edge on the line: latch it and deliver, unless already latched (coalesced) or masked (latched for unmask).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal IrqAssertResult AssertEdge()
-    {
-        Interlocked.Increment(ref _asserts);
-        int old = Interlocked.Or(ref _hw, HwLatched);
-        if ((old & HwLatched) != 0)
-        {
-            Interlocked.Increment(ref _coalesced);
-            return IrqAssertResult.Coalesced;
-        }
-        if ((old & HwMasked) != 0)
-        {
-            return IrqAssertResult.Latched;
-        }
-        Deliver();
-        return IrqAssertResult.Delivered;
-    }
+    internal IrqAssertResult AssertEdge() => Assert(HwLatched);
 
     /// <summary>A level line goes active: deliver unless it already was (coalesced) or is masked (delivered at unmask).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal IrqAssertResult AssertLevel()
+    internal IrqAssertResult AssertLevel() => Assert(HwLevel);
+
+    /// <summary>Sets the chip's <paramref name="bit"/> (the edge latch or the level): the one setting it delivers, unless masked.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private IrqAssertResult Assert(int bit)
     {
         Interlocked.Increment(ref _asserts);
-        int old = Interlocked.Or(ref _hw, HwLevel);
-        if ((old & HwLevel) != 0)
+        int old = Interlocked.Or(ref _hw, bit);
+        if ((old & bit) != 0)
         {
             Interlocked.Increment(ref _coalesced);
             return IrqAssertResult.Coalesced;
