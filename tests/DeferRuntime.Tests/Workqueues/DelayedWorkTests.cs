@@ -20,13 +20,16 @@ public class DelayedWorkTests
                 ranAt = rt.Jiffies;
                 Interlocked.Increment(ref runs);
             }, "delayed");
-            long before = rt.Jiffies;
-            Assert.True(wq.QueueDelayed(dw, 20));
-            long expires = dw.TimerExpires;
-            Assert.True(expires >= before + 20);
+            // Far out first, so the pending checks cannot race with the timer however slow this thread is.
+            Assert.True(wq.QueueDelayed(dw, 10_000_000));
             Assert.True(dw.IsPending);
+            Assert.True(dw.IsTimerPending);
             Assert.False(wq.QueueDelayed(dw, 1)); // pending (armed): no-op
             Assert.False(wq.Queue(dw));
+            long before = rt.Jiffies;
+            Assert.True(wq.ModDelayed(dw, 20));
+            long expires = dw.TimerExpires;
+            Assert.True(expires >= before + 20);
             dw.FlushWork(); // waits for the armed instance: the delay, then the run
             Assert.Equal(1, Volatile.Read(ref runs));
             Assert.True(ranAt >= expires, $"ran at jiffy {ranAt}, before its expiry {expires}");
@@ -58,22 +61,39 @@ public class DelayedWorkTests
     [Fact]
     public void Cancel_before_expiry_prevents_it()
     {
-        using var rt = TestRuntime.Boot(2);
-        int runs = 0;
+        using var rt = TestRuntime.Boot(1);
+        int runs = 0, sentinelRuns = 0;
         var dw = new DelayedWork(_ => Interlocked.Increment(ref runs), "cancelled");
-        Assert.True(rt.SystemWq.QueueDelayed(dw, 30));
-        long expires = dw.TimerExpires;
+        var sentinel = new DelayedWork(_ => Interlocked.Increment(ref sentinelRuns), "sentinel");
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        // CPU 0's bh gate held: its TIMER_SOFTIRQ cannot run, so the cancels below are before expiry
+        // however slow this thread is.
+        var holder = Guarded.Start(() => rt.Bound(0, () =>
+        {
+            using (CpuContext.LocalBhDisable())
+            {
+                held.Set();
+                Wait.For(release, "the test to release the bh gate");
+            }
+        }), "bh-holder");
+        Wait.For(held, "the bh gate to be held");
+        Assert.True(rt.SystemWq.QueueDelayedOn(0, dw, 5));
         Assert.True(dw.CancelDelayedWork());
         Assert.False(dw.IsPending);
         Assert.False(dw.IsTimerPending);
         Assert.False(dw.CancelDelayedWork());
         Assert.False(dw.FlushWork());
-
-        Assert.True(rt.SystemWq.QueueDelayed(dw, 30));
+        Assert.True(rt.SystemWq.QueueDelayedOn(0, dw, 5));
         Assert.True(dw.CancelDelayedWorkSync());
         Assert.False(dw.CancelDelayedWorkSync());
-        Wait.Until(() => rt.Jiffies > dw.TimerExpires + 2 && rt.Jiffies > expires + 2, "both expiries to pass");
-        rt.SystemWq.Flush();
+        // A later timer on the same CPU: timers within 63 jiffies expire in order, so once it has run,
+        // the cancelled one would have run before it.
+        Assert.True(rt.SystemWq.QueueDelayedOn(0, sentinel, 6));
+        release.Set();
+        holder.Join();
+        sentinel.FlushWork();
+        Assert.Equal(1, Volatile.Read(ref sentinelRuns));
         Assert.Equal(0, Volatile.Read(ref runs));
     }
 
@@ -102,10 +122,10 @@ public class DelayedWorkTests
         wq.QueueOn(0, WqTest.Blocker(gate, started, "blocker"));
         Wait.Until(() => started.Value == 1, "the blocker to start");
         Assert.True(wq.QueueOn(0, dw)); // waits behind the blocker
-        Assert.True(wq.ModDelayedOn(0, dw, 5));
+        Assert.True(wq.ModDelayedOn(0, dw, 10_000_000)); // taken off the queue, armed far out
         Assert.True(dw.IsTimerPending);
         gate.Complete();
-        dw.FlushWork();
+        Assert.True(dw.FlushDelayedWork()); // cut the delay short
         Assert.Equal(2, Volatile.Read(ref runs));
     }
 
@@ -175,10 +195,27 @@ public class DelayedWorkTests
         var wq = rt.AllocWorkqueue("gone");
         int runs = 0;
         var dw = new DelayedWork(_ => Interlocked.Increment(ref runs), "orphan");
-        wq.QueueDelayed(dw, 5);
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        // Hold CPU 0's bh gate so its TIMER_SOFTIRQ cannot run: the timer stays due, unfired, until the
+        // workqueue is destroyed, however slow this thread is.
+        var holder = Guarded.Start(() => rt.Bound(0, () =>
+        {
+            using (CpuContext.LocalBhDisable())
+            {
+                held.Set();
+                Wait.For(release, "the test to release the bh gate");
+            }
+        }), "bh-holder");
+        Wait.For(held, "the bh gate to be held");
+        Assert.True(wq.QueueDelayedOn(0, dw, 2));
+        Wait.Until(() => rt.Jiffies > dw.TimerExpires, "the timer to be due");
         wq.Destroy(); // flush and drain do not wait for armed timers, as in the kernel
+        Assert.True(dw.IsPending);
+        release.Set();
+        holder.Join();
         Wait.Until(() => !dw.IsPending, "the timer to fire and the item to be dropped");
-        var fault = Assert.Single(rt.Faults.Recent);
+        var fault = Assert.Single(rt.Faults.Recent, f => f.Source == "workqueue 'gone'");
         Assert.Contains("destroy_workqueue()", fault.Exception.Message, StringComparison.Ordinal);
         Assert.Contains("'orphan'", fault.Exception.Message, StringComparison.Ordinal);
         Assert.Equal(0, Volatile.Read(ref runs));
