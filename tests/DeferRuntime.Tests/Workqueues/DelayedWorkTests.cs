@@ -65,19 +65,9 @@ public class DelayedWorkTests
         int runs = 0, sentinelRuns = 0;
         var dw = new DelayedWork(_ => Interlocked.Increment(ref runs), "cancelled");
         var sentinel = new DelayedWork(_ => Interlocked.Increment(ref sentinelRuns), "sentinel");
-        using var held = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
         // CPU 0's bh gate held: its TIMER_SOFTIRQ cannot run, so the cancels below are before expiry
         // however slow this thread is.
-        var holder = Guarded.Start(() => rt.Bound(0, () =>
-        {
-            using (CpuContext.LocalBhDisable())
-            {
-                held.Set();
-                Wait.For(release, "the test to release the bh gate");
-            }
-        }), "bh-holder");
-        Wait.For(held, "the bh gate to be held");
+        var bhHeld = BhGateHolder.Hold(rt, 0);
         Assert.True(rt.SystemWq.QueueDelayedOn(0, dw, 5));
         Assert.True(dw.CancelDelayedWork());
         Assert.False(dw.IsPending);
@@ -90,8 +80,7 @@ public class DelayedWorkTests
         // A later timer on the same CPU: timers within 63 jiffies expire in order, so once it has run,
         // the cancelled one would have run before it.
         Assert.True(rt.SystemWq.QueueDelayedOn(0, sentinel, 6));
-        release.Set();
-        holder.Join();
+        bhHeld.Dispose();
         sentinel.FlushWork();
         Assert.Equal(1, Volatile.Read(ref sentinelRuns));
         Assert.Equal(0, Volatile.Read(ref runs));
@@ -195,25 +184,14 @@ public class DelayedWorkTests
         var wq = rt.AllocWorkqueue("gone");
         int runs = 0;
         var dw = new DelayedWork(_ => Interlocked.Increment(ref runs), "orphan");
-        using var held = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
         // Hold CPU 0's bh gate so its TIMER_SOFTIRQ cannot run: the timer stays due, unfired, until the
         // workqueue is destroyed, however slow this thread is.
-        var holder = Guarded.Start(() => rt.Bound(0, () =>
-        {
-            using (CpuContext.LocalBhDisable())
-            {
-                held.Set();
-                Wait.For(release, "the test to release the bh gate");
-            }
-        }), "bh-holder");
-        Wait.For(held, "the bh gate to be held");
+        var bhHeld = BhGateHolder.Hold(rt, 0);
         Assert.True(wq.QueueDelayedOn(0, dw, 2));
         Wait.Until(() => rt.Jiffies > dw.TimerExpires, "the timer to be due");
         wq.Destroy(); // flush and drain do not wait for armed timers, as in the kernel
         Assert.True(dw.IsPending);
-        release.Set();
-        holder.Join();
+        bhHeld.Dispose();
         Wait.Until(() => !dw.IsPending, "the timer to fire and the item to be dropped");
         var fault = Assert.Single(rt.Faults.Recent, f => f.Source == "workqueue 'gone'");
         Assert.Contains("destroy_workqueue()", fault.Exception.Message, StringComparison.Ordinal);

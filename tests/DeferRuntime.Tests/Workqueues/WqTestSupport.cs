@@ -47,3 +47,38 @@ internal sealed class OverlapMeter
 
     public void Exit() => Interlocked.Decrement(ref _inside);
 }
+
+/// <summary>
+/// A bound thread of CPU <c>cpu</c> holding its bh gate (local_bh_disable) until disposed: that CPU's
+/// softirqs (TIMER_SOFTIRQ included) stay pending meanwhile, whatever the timing of the test thread.
+/// </summary>
+internal sealed class BhGateHolder : IDisposable
+{
+    private readonly ManualResetEventSlim _held = new();
+    private readonly ManualResetEventSlim _release = new();
+    private readonly Guarded _thread;
+
+    private BhGateHolder(Runtime rt, int cpu)
+    {
+        _thread = Guarded.Start(() => rt.Bound(cpu, () =>
+        {
+            using (DeferRuntime.Cpus.CpuContext.LocalBhDisable())
+            {
+                _held.Set();
+                Wait.For(_release, "the test to release the bh gate");
+            }
+        }), $"bh-holder/{cpu}");
+        Wait.For(_held, "the bh gate to be held");
+    }
+
+    public static BhGateHolder Hold(Runtime rt, int cpu) => new(rt, cpu);
+
+    /// <summary>Releases the gate (local_bh_enable runs what is pending) and joins the holder.</summary>
+    public void Dispose()
+    {
+        _release.Set();
+        _thread.Join();
+        _held.Dispose();
+        _release.Dispose();
+    }
+}
