@@ -37,6 +37,8 @@ public class TaskSchedulerTests
             threads.Enqueue((Thread.CurrentThread.Name, CpuContext.CurrentCpuId));
             await Task.Yield();
             threads.Enqueue((Thread.CurrentThread.Name, CpuContext.CurrentCpuId));
+            // Not a wait for anything: a timer-completed await resumes from the runtime's timer thread,
+            // the case that must still come back to the workqueue. Nothing here depends on its length.
             await Task.Delay(1);
             threads.Enqueue((Thread.CurrentThread.Name, CpuContext.CurrentCpuId));
         }
