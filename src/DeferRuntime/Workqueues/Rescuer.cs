@@ -146,8 +146,8 @@ internal sealed class Rescuer
         while (_worker.ScheduledHead is { } work)
         {
             pool.Unlink(work);
-            var collision = work.CurrentWorker;
-            if (collision is not null && ReferenceEquals(collision.Pool, pool) && ReferenceEquals(collision.CurrentWork, work))
+            var collision = pool.FindWorkerExecuting(work);
+            if (collision is not null && !ReferenceEquals(collision, _worker))
             {
                 WorkerPool.Append(work, ref collision.ScheduledHead, ref collision.ScheduledTail);
                 work.ListKind = WorkListKind.Scheduled;

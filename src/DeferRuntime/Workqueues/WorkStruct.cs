@@ -47,8 +47,8 @@ public class WorkStruct
     internal PoolWorkqueue? Pwq; // L: pwq of the queued instance (kept while it runs)
     internal Worker? ScheduledOn; // L: the worker whose scheduled list holds it (ListKind.Scheduled)
     internal int Color; // L: flush color of the queued instance
-    internal Worker? CurrentWorker; // L (of LastPool): the worker executing it (find_worker_executing_work)
-    internal WorkerPool? LastPool; // L: the pool it last ran on (the kernel's pool id in work->data)
+    internal int Running; // A: instances running now (more than one only for instances of different workqueues)
+    internal WorkerPool? LastPool; // A (written under that pool's lock): the pool it last started on (the kernel's pool id in work->data)
     internal int Canceling; // A: a cancel_work_sync() holds PENDING and waits (WORK_OFFQ_CANCELING)
     internal WorkqueueSubsystem? Owner; // A: the runtime it was last queued on (whose waiters flush it)
 
@@ -69,7 +69,7 @@ public class WorkStruct
     /// <summary>work_busy(): pending and/or running right now; a racy snapshot for diagnostics only.</summary>
     public WorkBusy Busy =>
         (IsPending ? WorkBusy.Pending : WorkBusy.None) |
-        (Volatile.Read(ref CurrentWorker) is not null ? WorkBusy.Running : WorkBusy.None);
+        (Volatile.Read(ref Running) != 0 ? WorkBusy.Running : WorkBusy.None);
 
     internal long Seq => Volatile.Read(ref State) >> SeqShift;
 
@@ -151,22 +151,45 @@ public class WorkStruct
         {
             return false; // a non-sync cancel found another canceler: that one owns it (the kernel's -ENOENT)
         }
-        if (sync)
+        try
         {
-            Volatile.Write(ref Canceling, 1);
-            var owner = Volatile.Read(ref Owner);
-            if (owner is not null && !IsIdleNow())
+            if (sync)
             {
-                owner.WaitFor(caller, this, static w => w.IsIdleNow());
+                Volatile.Write(ref Canceling, 1);
+                var owner = Volatile.Read(ref Owner);
+                if (owner is not null && !IsIdleNow())
+                {
+                    owner.WaitFor(caller, this, static w => w.IsIdleNow());
+                }
             }
-            Volatile.Write(ref Canceling, 0);
         }
-        ReleasePending();
+        finally
+        {
+            // Even when the wait throws (the runtime died): PENDING and the canceling mark must not
+            // stay held, or every later queue and cancel of the item would be refused or spin.
+            Volatile.Write(ref Canceling, 0);
+            ReleasePending();
+        }
         return grabbed == 1;
     }
 
     /// <summary>No instance is running (the latest started one completed). Lock-free.</summary>
-    private bool IsIdleNow() => Volatile.Read(ref CompletedSeq) >= Volatile.Read(ref RunningSeq) && Volatile.Read(ref CurrentWorker) is null;
+    private bool IsIdleNow() => Volatile.Read(ref Running) == 0 && Volatile.Read(ref CompletedSeq) >= Volatile.Read(ref RunningSeq);
+
+    /// <summary>Raises <paramref name="field"/> to <paramref name="value"/> unless it is already higher (an atomic max: instances on different pools finish in any order).</summary>
+    internal static void RaiseTo(ref long field, long value)
+    {
+        long seen = Volatile.Read(ref field);
+        while (seen < value)
+        {
+            long old = Interlocked.CompareExchange(ref field, value, seen);
+            if (old == seen)
+            {
+                return;
+            }
+            seen = old;
+        }
+    }
 
     /// <summary>
     /// Grabs PENDING, retrying while a queuer is between its CAS and the link (or a timer callback is
@@ -191,8 +214,13 @@ public class WorkStruct
                 }
                 // Another cancel_work_sync() holds PENDING and waits for the item: wait for it to let go
                 // (the kernel's cancel_waitq), sleeping, so a worker doing this is not counted running.
-                Volatile.Read(ref Owner)!.WaitFor(caller, this, static w => Volatile.Read(ref w.Canceling) == 0 || !w.IsPending);
-                continue;
+                // An item never queued has no runtime to sleep on, and nothing to wait for: the other
+                // canceler lets go at once, so back off and retry.
+                if (Volatile.Read(ref Owner) is { } owner)
+                {
+                    owner.WaitFor(caller, this, static w => Volatile.Read(ref w.Canceling) == 0 || !w.IsPending);
+                    continue;
+                }
             }
             backoff.Wait();
         }

@@ -361,17 +361,28 @@ internal sealed class Worker : ISleepNotifier
         }
         pool.ManagerActive = true;
         pool.ManagerSince = Stopwatch.GetTimestamp();
+        bool managed = false;
         while (pool.NeedToCreateWorker && !Sub.IsStopping && (Flags & FlagDie) == 0 && !Sub.Runtime.IsPanicked)
         {
+            managed = true;
             pool.Unlock();
             if (!pool.CreateWorker())
             {
-                _parker.Park(CreateCooldownNs); // a poke (shutdown) ends it early
+                // A poke (shutdown) ends the cooldown early: it unparks only a worker that says it parked.
+                Interlocked.Exchange(ref _parked, 1);
+                if (Volatile.Read(ref _poke) == 0)
+                {
+                    _parker.Park(CreateCooldownNs);
+                }
+                Volatile.Write(ref _parked, 0);
             }
             pool.Lock();
         }
         pool.ManagerActive = false;
-        return true;
+        // True only if the lock was dropped (the kernel's manage_workers() contract): the caller then
+        // re-checks everything. Nothing to do (shutting down, dying, or a worker already in reserve)
+        // must not send it round again with the lock held, which would spin for ever.
+        return managed;
     }
 
     /// <summary>
@@ -383,8 +394,8 @@ internal sealed class Worker : ISleepNotifier
     {
         var pool = Pool;
         pool.Unlink(work);
-        var collision = work.CurrentWorker;
-        if (collision is not null && !ReferenceEquals(collision, this) && ReferenceEquals(collision.Pool, pool) && ReferenceEquals(collision.CurrentWork, work))
+        var collision = pool.FindWorkerExecuting(work);
+        if (collision is not null && !ReferenceEquals(collision, this))
         {
             WorkerPool.Append(work, ref collision.ScheduledHead, ref collision.ScheduledTail);
             work.ListKind = WorkListKind.Scheduled;
@@ -418,14 +429,11 @@ internal sealed class Worker : ISleepNotifier
         int color = work.Color;
         CurrentWork = work;
         CurrentPwq = pwq;
-        // Tracked: this instance is the one CurrentWorker names. Only a second workqueue's instance of
-        // the same item, running on another pool (which the kernel allows), is untracked.
-        bool tracked = work.CurrentWorker is null;
-        if (tracked)
-        {
-            Volatile.Write(ref work.CurrentWorker, this);
-            work.LastPool = pool;
-        }
+        // Every start is recorded, as the kernel's busy_hash and work->data pool: a queuer that finds the
+        // item running reads LastPool and looks there for its worker (find_worker_executing_work). The
+        // count goes up before PENDING is cleared below, so a queuer that then sets PENDING sees it.
+        Interlocked.Increment(ref work.Running);
+        Volatile.Write(ref work.LastPool, pool);
         Stamp++;
         pool.Started++;
         if (pwq.Wq.IsCpuIntensive)
@@ -437,10 +445,7 @@ internal sealed class Worker : ISleepNotifier
         // Clear PENDING with a full barrier before the function runs: a queuer that finds PENDING still
         // set relies on this run seeing what it wrote (set_work_pool_and_clear_pending()).
         long seq = Interlocked.And(ref work.State, ~WorkStruct.Pending) >> WorkStruct.SeqShift;
-        if (seq > work.RunningSeq)
-        {
-            Volatile.Write(ref work.RunningSeq, seq);
-        }
+        WorkStruct.RaiseTo(ref work.RunningSeq, seq);
         pool.Unlock();
         WorkerPool.WakeKicked(toWake);
 
@@ -450,14 +455,11 @@ internal sealed class Worker : ISleepNotifier
         ClearFlags(FlagCpuIntensive);
         CurrentWork = null;
         CurrentPwq = null;
-        if (tracked)
-        {
-            Volatile.Write(ref work.CurrentWorker, null);
-        }
-        if (seq > work.CompletedSeq)
-        {
-            Volatile.Write(ref work.CompletedSeq, seq);
-        }
+        // Completed before the running count drops: once it is 0 a new instance may start (here or,
+        // for another workqueue, elsewhere) and its own completion must be the one that stays. Atomic
+        // max: instances of different workqueues can finish in any order.
+        WorkStruct.RaiseTo(ref work.CompletedSeq, seq);
+        Interlocked.Decrement(ref work.Running);
         pool.Completions++;
         pwq.DecInFlight(color, active: true);
         pool.Sub.NotifyWaiters();

@@ -126,6 +126,7 @@ internal sealed class WorkerPool
     public bool ManagerActive; // L: POOL_MANAGER_ACTIVE
     public long ManagerSince; // L: when the manager began trying to create a worker (mayday clock)
     public bool CreationRequested; // L: the ticker is asked to create a worker (the pool has none)
+    public long CreationRequestedSince; // L: when (the mayday clock of a pool whose first worker does not come)
     public long Started; // L: items started (progress for the watchdog)
     public long Completions; // L: items finished, for shutdown's quiescence check
     public Worker? Rescuing; // L: a rescuer attached to this pool right now
@@ -334,6 +335,7 @@ internal sealed class WorkerPool
                 // Lazy start: the first worker of a pool is created by the ticker (kthreadd's role), not
                 // by whoever queued (maybe a hard-IRQ handler).
                 CreationRequested = true;
+                CreationRequestedSince = Stopwatch.GetTimestamp();
                 Sub.WakeTicker();
             }
             return null;
@@ -369,6 +371,32 @@ internal sealed class WorkerPool
             }
             worker.Pool.Sub.WakeTicker();
         }
+    }
+
+    /// <summary>
+    /// find_worker_executing_work(): the worker of this pool running <paramref name="work"/> now (the
+    /// kernel's busy_hash lookup; here a look at each worker's current item, done only while the item is
+    /// running somewhere, which its running count says). Under the lock.
+    /// </summary>
+    public Worker? FindWorkerExecuting(WorkStruct work)
+    {
+        AssertLocked();
+        if (Volatile.Read(ref work.Running) == 0)
+        {
+            return null;
+        }
+        if (BhWorker is { } bh)
+        {
+            return ReferenceEquals(bh.CurrentWork, work) ? bh : null;
+        }
+        foreach (var worker in _workers)
+        {
+            if (ReferenceEquals(worker.CurrentWork, work))
+            {
+                return worker;
+            }
+        }
+        return Rescuing is { } rescuer && ReferenceEquals(rescuer.CurrentWork, work) ? rescuer : null;
     }
 
     // ---- the worklist ----
@@ -448,13 +476,15 @@ internal sealed class WorkerPool
     /// it and account it as skipped (its flush color and max_active slot released). False if a worker
     /// took it first (or it moved): the caller retries.
     /// </summary>
-    public bool TryStealQueued(WorkStruct work)
+    public bool TryStealQueued(WorkStruct work, long onlySeq = -1)
     {
         Worker? toWake;
         Lock();
         SpliceIncoming();
         // Not linked here, or its queuer has set QueuedPool but not pushed it yet: the caller retries.
-        if (!ReferenceEquals(work.QueuedPool, this) || work.ListKind == WorkListKind.Incoming)
+        // With onlySeq, only that instance: a queuer taking back its own push must not take a later
+        // instance that someone else queued after its own one ran.
+        if (!ReferenceEquals(work.QueuedPool, this) || work.ListKind == WorkListKind.Incoming || (onlySeq >= 0 && work.Seq != onlySeq))
         {
             Unlock();
             return false;

@@ -137,7 +137,7 @@ public sealed partial class Workqueue : IDisposable
     public WorkqueueFlags Flags { get; }
 
     /// <summary>max_active per pool_workqueue (per CPU for bound workqueues); 1 for ordered ones.</summary>
-    public int MaxActive { get; private set; }
+    public int MaxActive { get; internal set; }
 
     /// <summary>alloc_ordered_workqueue(): one item at a time, in queueing order.</summary>
     public bool IsOrdered { get; }
@@ -241,9 +241,9 @@ public sealed partial class Workqueue : IDisposable
         }
         var pwq = _unbound ? Pwqs[0] : Pwqs[cpu.Id];
         var pool = pwq.Pool;
-        // PERF: CurrentWorker is written before the worker clears PENDING and we set PENDING after that,
-        // so a null here means no instance runs now, and none can start while we hold PENDING.
-        bool runningElsewhere = Volatile.Read(ref work.CurrentWorker) is not null && Volatile.Read(ref work.LastPool) is { } other && !ReferenceEquals(other, pool);
+        // PERF: a worker counts the item running before it clears PENDING, and we set PENDING after that,
+        // so 0 here means no instance runs now, and none can start while we hold PENDING.
+        bool runningElsewhere = Volatile.Read(ref work.Running) != 0 && Volatile.Read(ref work.LastPool) is { } other && !ReferenceEquals(other, pool);
         if (!runningElsewhere && pool.AcceptsIncoming && Volatile.Read(ref pool.Queue.Running) != 0 && (Volatile.Read(ref _drainers) | Volatile.Read(ref _destroying)) == 0)
         {
             QueueIncoming(cpu, pwq, work, caller, fromTimer);
@@ -252,7 +252,7 @@ public sealed partial class Workqueue : IDisposable
         if (runningElsewhere && Volatile.Read(ref work.LastPool) is { } last)
         {
             last.Lock();
-            if (work.CurrentWorker is { } running && ReferenceEquals(running.Pool, last) && running.CurrentPwq is { } runningPwq && ReferenceEquals(runningPwq.Wq, this))
+            if (last.FindWorkerExecuting(work) is { CurrentPwq: { } runningPwq } && ReferenceEquals(runningPwq.Wq, this))
             {
                 pwq = runningPwq;
                 pool = last;
@@ -270,7 +270,7 @@ public sealed partial class Workqueue : IDisposable
 
         // Checked under the pool lock: a drain flips the flush color under every pool lock after it
         // sets __WQ_DRAINING, so an item linked before that is counted, and one linked after it is seen here.
-        if (((Volatile.Read(ref _drainers) | Volatile.Read(ref _destroyed)) != 0 && !MayQueueWhileDraining()) || _sub.IsStopped)
+        if (((Volatile.Read(ref _drainers) | Volatile.Read(ref _destroyed)) != 0 && !MayQueueWhileDraining()) || _sub.IsStopping)
         {
             pool.Unlock();
             Refuse(cpu, work, caller, fromTimer);
@@ -309,12 +309,15 @@ public sealed partial class Workqueue : IDisposable
     private void QueueIncoming(VirtualCpu cpu, PoolWorkqueue pwq, WorkStruct work, string caller, bool fromTimer)
     {
         var pool = pwq.Pool;
+        long seq = work.Seq; // ours: we hold PENDING, so nobody else can change it before our instance starts
         work.Pwq = pwq;
         work.ListKind = WorkListKind.Incoming;
         Volatile.Write(ref work.QueuedPool, pool);
         pool.PushIncoming(work);
-        if ((((Volatile.Read(ref _drainers) | Volatile.Read(ref _destroying)) != 0 && !MayQueueWhileDraining()) || _sub.IsStopped) &&
-            pool.TryStealQueued(work))
+        // Taking back only our own instance: if it already ran (accepted) and the item was queued again
+        // meanwhile (chained work during a drain), that later instance is someone else's.
+        if ((((Volatile.Read(ref _drainers) | Volatile.Read(ref _destroying)) != 0 && !MayQueueWhileDraining()) || _sub.IsStopping) &&
+            pool.TryStealQueued(work, seq))
         {
             Refuse(cpu, work, caller, fromTimer);
             return;
@@ -509,9 +512,13 @@ public sealed partial class Workqueue : IDisposable
         work.ReleasePending();
         string message;
         Exception error;
-        if (_sub.IsStopped)
+        if (_sub.IsStopping)
         {
-            message = $"{caller}: the runtime has been shut down and its workers stopped; work item '{work.Name}' on workqueue '{Name}' would never run.";
+            message = $"{caller}: the runtime has been shut down and its workers are stopping; work item '{work.Name}' on workqueue '{Name}' would never run.";
+            if (fromTimer)
+            {
+                _sub.DelayedAbandonedAtStop(); // counted with the timers shutdown leaves armed
+            }
             error = new ObjectDisposedException(nameof(Runtime), message);
         }
         else if (IsDestroyed)
@@ -726,11 +733,7 @@ public sealed partial class Workqueue : IDisposable
             throw new InvalidOperationException($"workqueue_set_max_active() on bh workqueue '{Name}': bh workqueues have no max_active.");
         }
         WorkqueueSubsystem.CheckMaxActive(maxActive, allowDefault: false, "workqueue_set_max_active()");
-        MaxActive = maxActive;
-        foreach (var pwq in Pwqs)
-        {
-            pwq.ApplyLimits(maxActive, pwq.Frozen);
-        }
+        _sub.ApplyMaxActive(this, maxActive);
     }
 
     // ---- introspection (tests, reports) ----

@@ -168,7 +168,12 @@ internal sealed partial class WorkqueueSubsystem
             // (a kicked worker on its way is simply kicked again). Defense in depth: the push path's own
             // re-check already guarantees a kick or a running worker.
             toWake ??= pool.KickPool();
-            if (pool.ManagerActive && pool.NeedToCreateWorker && now - pool.ManagerSince >= maydayInitial && now - pool.LastMayday >= maydayInterval)
+            // Mayday when a manager has failed to create a worker for a while, or when the pool's first
+            // worker (created by this ticker, the kernel creating it with the pool) has not come: either
+            // way work waits with nobody to run it, which is what rescuers are for.
+            bool creationStalled = (pool.ManagerActive && now - pool.ManagerSince >= maydayInitial) ||
+                (pool.CreationRequested && pool.Hot.NrWorkers == 0 && now - pool.CreationRequestedSince >= maydayInitial);
+            if (creationStalled && pool.NeedToCreateWorker && now - pool.LastMayday >= maydayInterval)
             {
                 pool.LastMayday = now;
                 for (var work = pool.Hot.WorkHead; work is not null; work = work.Next)

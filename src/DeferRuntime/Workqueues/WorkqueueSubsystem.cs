@@ -35,6 +35,7 @@ internal sealed partial class WorkqueueSubsystem
     private int _stopping; // A: shutdown stops the workers (no more creation)
     private int _stopped; // A: workers stopped; queueing is refused
     private long _armedDelayed; // A: delayed items whose timer is armed
+    private long _abandonedAtStop; // A: delayed items whose timer fired once Stop had begun (refused, never run)
     private long _abandonedDelayed = -1; // written once at shutdown
     private readonly long _bhBudgetTicks = Stopwatch.Frequency * 2 / 1000; // BH_WORKER_JIFFIES: 2 ms
 
@@ -261,8 +262,11 @@ internal sealed partial class WorkqueueSubsystem
     /// <summary>Delayed items whose timer shutdown left armed (not due yet): never run early. -1 before shutdown.</summary>
     public long AbandonedDelayedWork => Volatile.Read(ref _abandonedDelayed);
 
-    /// <summary>Called once the CPUs have stopped: what is still armed now will never fire.</summary>
-    public void CountAbandonedDelayedWork() => Volatile.Write(ref _abandonedDelayed, Volatile.Read(ref _armedDelayed));
+    /// <summary>A delayed item's timer fired after shutdown stopped accepting work: it never runs, and is counted with the abandoned.</summary>
+    public void DelayedAbandonedAtStop() => Interlocked.Increment(ref _abandonedAtStop);
+
+    /// <summary>Called once the CPUs have stopped: what is still armed now will never fire; what fired during the stop was refused.</summary>
+    public void CountAbandonedDelayedWork() => Volatile.Write(ref _abandonedDelayed, Volatile.Read(ref _armedDelayed) + Volatile.Read(ref _abandonedAtStop));
 
     // ---- rescuers ----
 
@@ -397,6 +401,23 @@ internal sealed partial class WorkqueueSubsystem
         WaitFor("freeze_workqueues_begin()", wqs, static all => all.All(wq => wq.Pwqs.All(p => Volatile.Read(ref p.NrActive) == 0)));
     }
 
+    /// <summary>
+    /// workqueue_set_max_active()'s update, under the lock freeze and thaw hold (the kernel's wq-&gt;mutex
+    /// and the freezing state read under it): neither can overwrite the other's half of a pwq's limits.
+    /// </summary>
+    internal void ApplyMaxActive(Workqueue wq, int maxActive)
+    {
+        lock (_lock)
+        {
+            wq.MaxActive = maxActive;
+            bool frozen = _frozen && wq.IsFreezable;
+            foreach (var pwq in wq.Pwqs)
+            {
+                pwq.ApplyLimits(maxActive, frozen);
+            }
+        }
+    }
+
     /// <summary>thaw_workqueues(): frozen items become active again, oldest first.</summary>
     public void Thaw()
     {
@@ -482,8 +503,16 @@ internal sealed partial class WorkqueueSubsystem
         {
             return;
         }
-        StopTicker();
+        // Nothing is linked from here on (queueing checks the flag under the pool lock, or after its
+        // lock-free push). What was linked between the runtime's drain and the flag (a delayed item whose
+        // timer fired just then) runs now, on workers still alive, so nothing accepted is dropped.
         var deadline = Stopwatch.StartNew();
+        var backoff = default(Backoff);
+        while (!IsQuiescent && deadline.Elapsed < joinTimeout && !Runtime.IsPanicked)
+        {
+            backoff.Wait();
+        }
+        StopTicker();
         var workers = new List<Worker>();
         foreach (var pool in Pools)
         {
