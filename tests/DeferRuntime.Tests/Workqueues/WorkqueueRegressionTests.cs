@@ -1,0 +1,244 @@
+using System.Runtime.CompilerServices;
+using DeferRuntime.Locking;
+using DeferRuntime.Workqueues;
+
+namespace DeferRuntime.Tests.Workqueues;
+
+/// <summary>
+/// Regressions from the independent review of the workqueue subsystem: each test failed on the code
+/// before its fix. (The lock-free queuer taking back another queuer's instance during a drain, and the
+/// completed SEQ going backwards, were shown with hooks in a scratch copy; the hammering test below
+/// covers the second without one.)
+/// </summary>
+public class WorkqueueRegressionTests
+{
+    /// <summary>
+    /// The kernel creates a pool's first worker with the pool, so a MemReclaim workqueue's rescuer always
+    /// has something to rescue from. Here the first worker comes from the ticker: if it cannot be
+    /// created, the mayday clock must run from the creation request, not only while a manager exists.
+    /// </summary>
+    [Fact]
+    public void The_rescuer_runs_work_on_a_pool_whose_first_worker_cannot_be_created()
+    {
+        using var rt = TestRuntime.Boot(1);
+        rt.Wq.HoldWorkerCreation = true;
+        try
+        {
+            var reclaim = rt.AllocWorkqueue("reclaim", WorkqueueFlags.MemReclaim | WorkqueueFlags.Unbound, attrs: new WorkqueueAttrs(nice: 5));
+            using var ran = new ManualResetEventSlim();
+            Assert.True(reclaim.Queue(new WorkStruct(_ => ran.Set(), "rescued")));
+            Wait.For(ran, "the rescuer to run the item (mayday after 10 ms)");
+        }
+        finally
+        {
+            rt.Wq.HoldWorkerCreation = false;
+        }
+    }
+
+    /// <summary>
+    /// Non-reentrancy is per workqueue, and every start counts (the kernel's busy_hash and the pool in
+    /// work->data): an item running for workqueue b on CPU 1 that is queued on b again from CPU 0 must
+    /// wait behind that run, even when the item also ran for workqueue a meanwhile.
+    /// </summary>
+    [Fact]
+    public void An_item_used_on_two_workqueues_never_runs_concurrently_with_itself_on_either()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var a = rt.AllocWorkqueue("a");
+        var b = rt.AllocWorkqueue("b");
+        var meterB = new OverlapMeter();
+        var gateA = new Completion();
+        var gateB = new Completion();
+        int startedA = 0, startedB = 0;
+        var x = new WorkStruct(_ =>
+        {
+            if (ReferenceEquals(Worker.Current!.CurrentPwq!.Wq, a))
+            {
+                Interlocked.Increment(ref startedA);
+                gateA.WaitForCompletion();
+            }
+            else
+            {
+                meterB.Enter();
+                Interlocked.Increment(ref startedB);
+                gateB.WaitForCompletion();
+                meterB.Exit();
+            }
+        }, "x");
+
+        Assert.True(a.QueueOn(0, x));
+        Wait.Until(() => Volatile.Read(ref startedA) == 1, "x to start for a");
+        Assert.True(b.QueueOn(1, x)); // another workqueue: allowed to run alongside
+        Wait.Until(() => Volatile.Read(ref startedB) == 1, "x to start for b");
+        gateA.Complete();
+        a.Flush();
+
+        Assert.True(b.QueueOn(0, x)); // still running for b on CPU 1: goes behind that run
+        // A window for a wrong start to happen in; the test cannot fail by it being short, only miss.
+        Thread.Sleep(200);
+        Assert.Equal(1, Volatile.Read(ref startedB));
+        gateB.CompleteAll();
+        b.Flush();
+        Assert.Equal(2, Volatile.Read(ref startedB));
+        Assert.Equal(1, meterB.Max);
+        a.Destroy();
+        b.Destroy();
+    }
+
+    /// <summary>
+    /// Completed and running SEQ only go up, whichever pool finishes last: an item queued alternately on
+    /// two CPUs (each queue may land on the other pool the moment the previous run ends) must always be
+    /// idle for cancel_work_sync() and flushed for flush_work() once its runs are done.
+    /// </summary>
+    [Fact]
+    public void Flush_and_cancel_sync_return_for_an_item_hammered_across_two_pools()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var wq = rt.AllocWorkqueue("seq");
+        long runs = 0;
+        var x = new WorkStruct(_ => Interlocked.Increment(ref runs), "x");
+        int rounds = Stress.Scale(2_000, 40_000);
+        long accepted = 0;
+        var queuers = Enumerable.Range(0, 2).Select(cpu => Guarded.Start(() =>
+        {
+            for (int n = 0; n < rounds; n++)
+            {
+                if (wq.QueueOn(cpu, x))
+                {
+                    Interlocked.Increment(ref accepted);
+                }
+                if ((n & 63) == 0)
+                {
+                    x.FlushWork();
+                }
+            }
+        }, $"queuer/{cpu}")).ToList();
+        queuers.ForEach(q => q.Join());
+        x.FlushWork();
+        x.CancelWorkSync();
+        Assert.False(x.IsPending);
+        Assert.Equal(WorkBusy.None, x.Busy);
+        Assert.Equal(Volatile.Read(ref accepted), Volatile.Read(ref runs)); // nothing was cancelled: every accepted queue ran
+        Assert.Equal(x.Seq, Volatile.Read(ref x.CompletedSeq));
+        wq.Destroy();
+    }
+
+    /// <summary>set_max_active() and freeze run under one lock (the kernel's wq->mutex): neither undoes the other.</summary>
+    [Fact]
+    public void Set_max_active_racing_freeze_leaves_every_pwq_frozen_with_the_last_limit()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var wq = rt.AllocWorkqueue("fz", WorkqueueFlags.Freezable);
+        int iterations = Stress.Scale(100, 2_000);
+        for (int i = 0; i < iterations; i++)
+        {
+            using var go = new Barrier(2);
+            var setter = Guarded.Start(() =>
+            {
+                go.SignalAndWait(Wait.Ceiling);
+                for (int k = 0; k < 200; k++)
+                {
+                    wq.SetMaxActive(1 + (k % 8));
+                }
+            }, "setter");
+            go.SignalAndWait(Wait.Ceiling);
+            rt.FreezeWorkqueues();
+            setter.Join();
+            Assert.True(wq.Pwqs.All(p => p.Frozen), $"iteration {i}: freeze returned, yet a pwq of freezable '{wq.Name}' is not frozen");
+            Assert.True(wq.Pwqs.All(p => p.MaxActive == wq.MaxActive), $"iteration {i}: max_active {wq.MaxActive}, pwqs {string.Join(",", wq.Pwqs.Select(p => p.MaxActive))}");
+            rt.ThawWorkqueues();
+            Assert.True(wq.Pwqs.All(p => !p.Frozen), $"iteration {i}: thawed, yet a pwq is frozen");
+        }
+    }
+
+    /// <summary>
+    /// Shutdown loses nothing accepted: a delayed item whose timer falls just after the drain either
+    /// runs (it was linked before the workqueues stopped accepting) or is counted abandoned.
+    /// </summary>
+    [Fact]
+    public void A_delayed_item_due_around_shutdown_either_runs_or_is_counted_abandoned()
+    {
+        int iterations = Stress.Scale(200, 2_000);
+        for (int i = 0; i < iterations; i++)
+        {
+            var rt = TestRuntime.Boot(1);
+            int ran = 0;
+            var item = new DelayedWork(_ => Interlocked.Increment(ref ran), "late");
+            rt.SystemWq.QueueDelayed(item, 1 + (i % 6)); // jiffies (1 ms): about when the drain ends
+            rt.Dispose();
+            long abandoned = rt.AbandonedDelayedWorkCount;
+            Assert.True(Volatile.Read(ref ran) + abandoned == 1,
+                $"iteration {i}: ran {ran}, abandoned {abandoned}; faults: {string.Join(" | ", rt.Faults.Recent.Select(f => f.Exception.Message))}");
+        }
+    }
+
+    /// <summary>Two cancel_work_sync() calls racing on an item that was never queued: no runtime to sleep on, and nothing to wait for.</summary>
+    [Fact]
+    public void Concurrent_cancel_sync_of_a_never_queued_item_returns_false_on_both_sides()
+    {
+        using var rt = TestRuntime.Boot(1);
+        int iterations = Stress.Scale(50, 1_000);
+        for (int i = 0; i < iterations; i++)
+        {
+            var item = new WorkStruct(_ => { }, "never");
+            using var go = new Barrier(2);
+            int stolen = 0;
+            void Body()
+            {
+                go.SignalAndWait(Wait.Ceiling);
+                for (int k = 0; k < 500; k++)
+                {
+                    if (item.CancelWorkSync())
+                    {
+                        Interlocked.Increment(ref stolen);
+                    }
+                }
+            }
+            var other = Guarded.Start(Body, "canceler");
+            Body();
+            other.Join();
+            Assert.Equal(0, stolen);
+            Assert.False(item.IsPending);
+        }
+    }
+
+    /// <summary>
+    /// manage_workers() returns true only when it dropped the pool lock: a manager that finds nothing it
+    /// may do (shutdown began while it cooled down after a failed creation) must not spin holding the lock.
+    /// </summary>
+    [Fact]
+    public void A_manager_caught_by_shutdown_does_not_spin_holding_the_pool_lock()
+    {
+        var rt = TestRuntime.Boot(1, o => o.ShutdownTimeout = TimeSpan.FromMilliseconds(500));
+        var warm = new WorkStruct(_ => { }, "warm");
+        rt.SystemWq.Queue(warm);
+        warm.FlushWork();
+        var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
+        Wait.Until(() => pool.Counts.Idle == pool.Counts.Workers, "the pool to go idle");
+        int workers = pool.Counts.Workers;
+        rt.Wq.HoldWorkerCreation = true;
+        var gate = new Completion();
+        var started = new StrongBox<int>();
+        for (int i = 0; i < workers; i++)
+        {
+            rt.SystemWq.Queue(WqTest.Blocker(gate, started, $"stuck{i}"));
+            if (i < workers - 1)
+            {
+                // The last one finds no idle worker in reserve: its worker becomes the manager instead.
+                int expected = i + 1;
+                Wait.Until(() => started.Value == expected, "a blocker to start");
+            }
+        }
+        Wait.Until(() => { pool.Lock(); bool managing = pool.ManagerActive; pool.Unlock(); return managing; }, "a worker to become the manager");
+        Assert.Throws<TimeoutException>(rt.Dispose); // the drain times out: the blockers are stuck
+
+        // The pool lock must be free now and then: take it (a spinning manager would hold it for ever).
+        var taker = Guarded.Start(() =>
+        {
+            pool.Lock();
+            pool.Unlock();
+        }, "lock taker");
+        taker.Join();
+        gate.CompleteAll();
+    }
+}
