@@ -442,10 +442,16 @@ internal sealed class Worker : ISleepNotifier
         }
         // Unbound and cpu-intensive work does not count: kick another worker for what waits behind it.
         var toWake = pool.KickPool();
+        // RunningSeq before PENDING clears: until then nobody can queue (and so start) a later instance,
+        // so starts write it in SEQ order and a plain store is enough. Completions have no such order.
+        long seq = Volatile.Read(ref work.State) >> WorkStruct.SeqShift;
+        if (seq > work.RunningSeq)
+        {
+            Volatile.Write(ref work.RunningSeq, seq);
+        }
         // Clear PENDING with a full barrier before the function runs: a queuer that finds PENDING still
         // set relies on this run seeing what it wrote (set_work_pool_and_clear_pending()).
-        long seq = Interlocked.And(ref work.State, ~WorkStruct.Pending) >> WorkStruct.SeqShift;
-        WorkStruct.RaiseTo(ref work.RunningSeq, seq);
+        Interlocked.And(ref work.State, ~WorkStruct.Pending);
         pool.Unlock();
         WorkerPool.WakeKicked(toWake);
 
