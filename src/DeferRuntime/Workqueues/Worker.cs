@@ -49,11 +49,23 @@ internal sealed class Worker : ISleepNotifier
         Flags = FlagPrep | (pool is { IsUnbound: true } ? FlagUnbound : 0);
     }
 
-    /// <summary>current_wq_worker(): the worker whose item the calling thread is running, or null.</summary>
+    /// <summary>
+    /// current_wq_worker(): the worker whose item the calling thread is running, or null. Null also in
+    /// interrupt context on a worker's thread (in_task() is false: a timer callback or softirq run inline
+    /// by local_bh_enable() in an item is not that item), except for a bh worker, whose items run there.
+    /// </summary>
     public static Worker? Current
     {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => t_current;
+        get
+        {
+            var worker = t_current;
+            if (worker is null || worker.IsBh)
+            {
+                return worker;
+            }
+            var ctx = ThreadContext.Current;
+            return ctx is not null && (ctx.PreemptCount & (Cpus.PreemptCount.HardirqMask | Cpus.PreemptCount.SoftirqOffset)) != 0 ? null : worker;
+        }
     }
 
     /// <summary>Installs <paramref name="worker"/> as the current worker of this thread and returns the previous one (bh work runs nested in other threads).</summary>

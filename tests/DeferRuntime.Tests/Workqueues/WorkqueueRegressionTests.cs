@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using DeferRuntime.Cpus;
 using DeferRuntime.Locking;
 using DeferRuntime.Workqueues;
 
@@ -240,5 +241,48 @@ public class WorkqueueRegressionTests
         }, "lock taker");
         taker.Join();
         gate.CompleteAll();
+    }
+
+    /// <summary>
+    /// current_wq_worker() is null outside task context: a tasklet that local_bh_enable() runs inline on
+    /// a worker's thread is not the work item that thread was running, so its queue during a drain of
+    /// that item's workqueue is not chained work and is refused.
+    /// </summary>
+    [Fact]
+    public void A_tasklet_run_inline_on_a_worker_is_not_chained_work_during_a_drain()
+    {
+        using var rt = TestRuntime.Boot(1);
+        var wq = rt.AllocWorkqueue("drained");
+        var x = new WorkStruct(_ => { }, "x");
+        Exception? refused = null;
+        bool accepted = false;
+        var tasklet = rt.CreateTasklet(_ =>
+        {
+            try
+            {
+                accepted = wq.Queue(x);
+            }
+            catch (InvalidOperationException e)
+            {
+                refused = e;
+            }
+        }, "inline");
+        bool chainedAccepted = false;
+        var item = new WorkStruct(_ =>
+        {
+            Wait.Until(() => wq.IsDraining, "the drain to begin");
+            chainedAccepted = wq.Queue(new WorkStruct(_ => { }, "chained")); // the item itself: chained, allowed
+            using (CpuContext.LocalBhDisable())
+            {
+                tasklet.Schedule();
+            }
+            // local_bh_enable() ran the tasklet here, in softirq context on this worker's thread.
+        }, "drained item");
+        Assert.True(wq.Queue(item));
+        wq.Drain();
+        Assert.True(chainedAccepted);
+        Assert.False(accepted);
+        Assert.NotNull(refused);
+        Assert.Contains("is being drained", refused.Message, StringComparison.Ordinal);
     }
 }
