@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 using DeferRuntime.Locking;
 using DeferRuntime.Timers;
 
@@ -239,6 +240,12 @@ public sealed partial class Workqueue : IDisposable
         {
             Volatile.Write(ref work.Owner, _sub);
         }
+        // PERF: the workqueue_queue_work tracepoint and the queue-latency stamp: a load and a predictable
+        // branch each while nobody listens.
+        if (DeferRuntimeEventSource.WorkqueueOn || _runtime.WorkLatencyOn)
+        {
+            NoteQueue(cpu, work);
+        }
         var pwq = _unbound ? Pwqs[0] : Pwqs[cpu.Id];
         var pool = pwq.Pool;
         // PERF: a worker counts the item running before it clears PENDING, and we set PENDING after that,
@@ -291,6 +298,20 @@ public sealed partial class Workqueue : IDisposable
         {
             WorkqueueSubsystem.RaiseBh(pool);
         }
+    }
+
+    /// <summary>
+    /// trace_workqueue_queue_work(), and the stamp the worker turns into a queue-to-start latency sample.
+    /// The caller owns PENDING, so nobody else writes the stamp until the worker has read it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void NoteQueue(VirtualCpu cpu, WorkStruct work)
+    {
+        if (DeferRuntimeEventSource.WorkqueueOn)
+        {
+            DeferRuntimeEventSource.Log.workqueue_queue_work(RuntimeHelpers.GetHashCode(work), work.Name, Name, CpuContext.CurrentCpuId, _unbound ? -1 : cpu.Id);
+        }
+        work.QueuedAt = _runtime.WorkLatencyOn ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
     }
 
     /// <summary>
