@@ -716,7 +716,9 @@ public sealed partial class Workqueue : IDisposable
     /// <summary>
     /// destroy_workqueue(): drains it (everything queued runs; meanwhile only its own items may queue on
     /// it), stops its rescuer, and refuses all later queueing with <see cref="ObjectDisposedException"/>.
-    /// Destroying twice is harmless. System workqueues cannot be destroyed. May sleep.
+    /// Destroying twice is harmless, and so is destroying after the runtime has shut down (nothing is
+    /// drained then: shutdown already ran or reported everything). System workqueues cannot be destroyed.
+    /// May sleep.
     /// </summary>
     public void Destroy()
     {
@@ -726,6 +728,17 @@ public sealed partial class Workqueue : IDisposable
         }
         MightSleep.Check("destroy_workqueue()");
         ThrowIfOwnItem("destroy_workqueue()");
+        if (_runtime.IsStopped)
+        {
+            // After shutdown nothing runs any more: what was accepted ran, or shutdown reported it
+            // abandoned. Destroying is then only the refusal of later queueing, and must not wait for an
+            // item stuck in a worker that shutdown left behind (a DI container disposes its workqueues
+            // after the host has stopped the runtime).
+            Interlocked.Exchange(ref _destroying, 1);
+            Interlocked.Exchange(ref _destroyed, 1);
+            _sub.Unregister(this);
+            return;
+        }
         if (Interlocked.Exchange(ref _destroying, 1) != 0)
         {
             _sub.WaitFor("destroy_workqueue()", this, static wq => wq.IsDestroyed);
