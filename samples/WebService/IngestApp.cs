@@ -1,6 +1,7 @@
 using DeferRuntime.Hosting;
 using DeferRuntime.Workqueues;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
