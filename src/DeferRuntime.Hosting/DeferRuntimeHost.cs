@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using DeferRuntime.Diagnostics;
+using DeferRuntime.Locking;
 using DeferRuntime.Workqueues;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -26,6 +27,7 @@ public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
     private readonly WorkqueueRegistration[] _registrations;
     private readonly IMeterFactory? _meterFactory;
     private readonly ILogger _logger;
+    private readonly LockValidator _validator;
     private readonly Lock _bootLock = new();
     private Runtime? _runtime; // written once under _bootLock, read lock-free
     private Dictionary<string, Workqueue> _workqueues = new(StringComparer.Ordinal); // written once with _runtime
@@ -34,9 +36,10 @@ public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
     private RuntimeShutdownReport? _report;
     private int _stopStarted; // A: 1 once StopAsync or Dispose began the shutdown
 
-    /// <summary>Made by the container (AddDeferRuntime); <paramref name="meterFactory"/> and <paramref name="loggerFactory"/> are optional.</summary>
-    internal DeferRuntimeHost(IOptions<RuntimeOptions> options, IEnumerable<WorkqueueRegistration> workqueues, IMeterFactory? meterFactory = null, ILoggerFactory? loggerFactory = null)
+    /// <summary>Made by the container (AddDeferRuntime); <paramref name="meterFactory"/> and <paramref name="loggerFactory"/> may be null; <paramref name="validator"/> is the lock validator whose reports are logged.</summary>
+    internal DeferRuntimeHost(IOptions<RuntimeOptions> options, IEnumerable<WorkqueueRegistration> workqueues, IMeterFactory? meterFactory, ILoggerFactory? loggerFactory, LockValidator validator)
     {
+        _validator = validator;
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value;
         _registrations = workqueues.ToArray();
@@ -107,7 +110,7 @@ public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
                 // A meter from the factory is scoped to this container (and disposed with it), so two
                 // hosts in one process never mix their instruments.
                 _metrics = RuntimeMetrics.Create(runtime, _meterFactory?.Create(RuntimeMetrics.MeterName));
-                _forwarder = new ReportForwarder(runtime, _logger);
+                _forwarder = new ReportForwarder(runtime, _validator, _logger);
                 _workqueues = workqueues;
             }
             catch

@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using DeferRuntime.Locking;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
@@ -16,7 +17,8 @@ public static class DeferRuntimeServiceCollectionExtensions
     /// service that boots the runtime before the other hosted services start and, after they have stopped,
     /// frees its IRQ lines and drains its bottom halves and workqueues within the host's shutdown timeout,
     /// logging what could not finish. Faults, warnings, workqueue stalls and lock-validator reports go to
-    /// <c>ILogger</c> (category <c>DeferRuntime</c>); the counters go to a Meter named "DeferRuntime" made by
+    /// <c>ILogger</c> (category <c>DeferRuntime</c>; the reports of <see cref="LockValidator.Default"/>, or of a
+    /// <see cref="LockValidator"/> registered in the container); the counters go to a Meter named "DeferRuntime" made by
     /// the host's <c>IMeterFactory</c>. Calling it twice adds configuration, not a second runtime.
     /// </summary>
     /// <returns>A builder for named workqueues (<see cref="IDeferRuntimeBuilder.AddWorkqueue"/>).</returns>
@@ -32,7 +34,8 @@ public static class DeferRuntimeServiceCollectionExtensions
             sp.GetRequiredService<IOptions<RuntimeOptions>>(),
             sp.GetServices<WorkqueueRegistration>(),
             sp.GetService<IMeterFactory>(),
-            sp.GetService<ILoggerFactory>()));
+            sp.GetService<ILoggerFactory>(),
+            sp.GetService<LockValidator>() ?? LockValidator.Default));
         services.TryAddSingleton(static sp => sp.GetRequiredService<DeferRuntimeHost>().Runtime);
         services.AddHostedService<DeferRuntimeHostedService>(); // TryAddEnumerable inside: one per container
         return new DeferRuntimeBuilder(services);

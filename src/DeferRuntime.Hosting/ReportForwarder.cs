@@ -14,14 +14,15 @@ namespace DeferRuntime.Hosting;
 /// A fault is announced on the thread that caught it, which may be cpu/N in hard-IRQ context. Logging
 /// providers may block (a file, a full console queue), so the handler only hands the record to a bounded
 /// channel and a thread-pool reader logs it: the kernel's printk_deferred(). Past 1024 waiting reports new
-/// ones are counted and dropped rather than queued without bound. The lock validator is process-wide:
-/// its reports reach every host's log in the process.
+/// ones are counted and dropped rather than queued without bound. <see cref="LockValidator.Default"/> is
+/// process-wide: its reports reach every host's log in the process.
 /// </remarks>
 internal sealed class ReportForwarder : IDisposable
 {
     private const int Capacity = 1024;
 
     private readonly Runtime _runtime;
+    private readonly LockValidator _validator;
     private readonly ILogger _logger;
     private readonly Channel<object> _reports = Channel.CreateBounded<object>(new BoundedChannelOptions(Capacity)
     {
@@ -33,13 +34,14 @@ internal sealed class ReportForwarder : IDisposable
     private long _dropped; // A
     private bool _panicLogged; // reader only
 
-    public ReportForwarder(Runtime runtime, ILogger logger)
+    public ReportForwarder(Runtime runtime, LockValidator validator, ILogger logger)
     {
         _runtime = runtime;
+        _validator = validator;
         _logger = logger;
         _reader = Task.Run(ReadAsync);
         runtime.Faults.Faulted += OnFault;
-        LockValidator.Default.Reported += OnLockValidatorReport;
+        _validator.Reported += OnLockValidatorReport;
     }
 
     private void OnFault(object? sender, FaultRecord record) => Enqueue(record);
@@ -108,7 +110,7 @@ internal sealed class ReportForwarder : IDisposable
     private void Unsubscribe()
     {
         _runtime.Faults.Faulted -= OnFault;
-        LockValidator.Default.Reported -= OnLockValidatorReport;
+        _validator.Reported -= OnLockValidatorReport;
     }
 
     public void Dispose()

@@ -1,4 +1,5 @@
 using DeferRuntime.Diagnostics;
+using DeferRuntime.Locking;
 using DeferRuntime.Workqueues;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -58,6 +59,32 @@ public sealed class HostingLoggingTests
         Assert.Equal(LogLevel.Error, stall.Level);
         Assert.Contains("hosting-starved", stall.Message, StringComparison.Ordinal);
         Assert.Contains(host.Services.GetRequiredService<Runtime>().Faults.Recent, f => f.Kind == FaultKind.WorkqueueStall);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Lock_validator_reports_are_logged()
+    {
+        var logs = new CapturingLoggerProvider();
+        var validator = new LockValidator(); // private: the default one must stay clean for the locking tests
+        using var host = TestHost.Build(logs, b => b.Services.AddSingleton(validator));
+        await host.StartAsync();
+        var a = new KernelMutex("hosting-lockdep-a", validator);
+        var b = new KernelMutex("hosting-lockdep-b", validator);
+        using (a.Enter())
+        using (b.Enter())
+        {
+        }
+        using (b.Enter())
+        using (a.Enter()) // b -> a after a -> b: an inversion, reported when possible, not when it deadlocks
+        {
+        }
+        Wait.Until(() => logs.For(14).Any(), "the validator's report to be logged");
+
+        var report = logs.For(14).First();
+        Assert.Equal(LogLevel.Warning, report.Level);
+        Assert.Contains("circular locking dependency", report.Message, StringComparison.Ordinal);
+        Assert.Contains("hosting-lockdep-a", report.Message, StringComparison.Ordinal);
         await host.StopAsync();
     }
 }
