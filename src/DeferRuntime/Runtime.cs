@@ -88,6 +88,9 @@ public sealed partial class Runtime : IDisposable
         }
         booted.Wait();
         runtime.Wq.StartTicker();
+        // Make the tracepoints' event source exist, so a session started now (dotnet-trace) sees it
+        // before the first event path touches it.
+        _ = DeferRuntimeEventSource.Log;
         return runtime;
     }
 
@@ -99,6 +102,29 @@ public sealed partial class Runtime : IDisposable
 
     /// <summary>Handler exceptions and broken contexts (oopses) reported so far.</summary>
     public FaultLog Faults { get; } = new();
+
+    private volatile RuntimeMetrics? _metrics; // A: set by RuntimeMetrics.Create, read by the latency probes
+
+    /// <summary>The metrics publishing this runtime's counters, or null.</summary>
+    internal RuntimeMetrics? Metrics => _metrics;
+
+    /// <summary>A queue-latency histogram listens. PERF: two loads and a null check while nobody does.</summary>
+    internal bool WorkLatencyOn
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _metrics is { WorkLatencyOn: true };
+    }
+
+    /// <summary>A softirq raise-latency histogram listens.</summary>
+    internal bool SoftirqLatencyOn
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _metrics is { SoftirqLatencyOn: true };
+    }
+
+    internal bool AttachMetrics(RuntimeMetrics metrics) => Interlocked.CompareExchange(ref _metrics, metrics, null) is null;
+
+    internal void DetachMetrics(RuntimeMetrics metrics) => Interlocked.CompareExchange(ref _metrics, null, metrics);
 
     /// <summary>What the OS granted each thread at boot (pinning, priority), and why not where refused.</summary>
     public IReadOnlyList<ThreadPlacementReport> Placements
@@ -404,9 +430,9 @@ public sealed partial class Runtime : IDisposable
     /// WARN(): records a warning in <see cref="Faults"/> from any thread; never panics, because the
     /// runtime has handled the condition (the kernel's WARN is not an oops).
     /// </summary>
-    internal void ReportWarning(int cpu, string source, string message)
+    internal void ReportWarning(int cpu, string source, string message, FaultKind kind = FaultKind.Warning)
     {
-        Faults.Add(new FaultRecord(DateTimeOffset.UtcNow, cpu, Thread.CurrentThread.Name ?? "?", source, new KernelWarningException(message)));
+        Faults.Add(new FaultRecord(DateTimeOffset.UtcNow, cpu, Thread.CurrentThread.Name ?? "?", source, new KernelWarningException(message)) { Kind = kind });
     }
 
     /// <summary>Registers a binding; refused once shutdown has begun (checked under the same lock shutdown takes).</summary>
@@ -492,6 +518,39 @@ public sealed partial class Runtime : IDisposable
     /// </summary>
     public void Dispose()
     {
+        var report = ShutdownCore(Options.ShutdownTimeout, TimeSpan.FromSeconds(5), CancellationToken.None);
+        if (report is { Abandoned: { } leftOver })
+        {
+            throw new TimeoutException($"Runtime shutdown: work still pending after {Options.ShutdownTimeout.TotalSeconds:0.#} s was abandoned: {leftOver}");
+        }
+    }
+
+    /// <summary>
+    /// The orderly shutdown of <see cref="Dispose"/> with a caller's bound, reporting instead of throwing
+    /// (what a host calls within its shutdown timeout): refuses new requests from threads of no CPU, runs
+    /// everything accepted until <paramref name="timeout"/> has passed or <paramref name="cancellationToken"/>
+    /// is cancelled, then stops and joins the threads (a worker stuck in an item is left behind after a
+    /// short bounded join). Returns what could not finish. Called again, or after <see cref="Dispose"/>, it
+    /// waits for the first shutdown and returns its report.
+    /// </summary>
+    public RuntimeShutdownReport Shutdown(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
+        return ShutdownCore(timeout, TimeSpan.FromMilliseconds(250), cancellationToken) ?? _shutdownReport!;
+    }
+
+    /// <summary>
+    /// What is pending now (softirqs, tasklets by name, hard IRQs, due timers, workqueue items in flight),
+    /// as shutdown reports it when it gives up; empty when nothing is. A racy snapshot, for reports.
+    /// </summary>
+    public string DescribePendingWork() =>
+        string.Join("; ", _cpus.Where(c => !c.IsQuiescent).Select(DescribePending).Append(Wq.DescribeInFlight()).Where(p => p.Length > 0));
+
+    private RuntimeShutdownReport? _shutdownReport; // written once by the shutting-down thread before _stopped is set
+
+    /// <summary>The shutdown; null if another thread did it (returns once that one has finished).</summary>
+    private RuntimeShutdownReport? ShutdownCore(TimeSpan timeout, TimeSpan stuckWorkerJoin, CancellationToken cancellationToken)
+    {
         foreach (var cpu in _cpus)
         {
             if (cpu.IsCurrentThreadOwned)
@@ -515,22 +574,24 @@ public sealed partial class Runtime : IDisposable
         {
             if (Interlocked.CompareExchange(ref _state, StateStopping, StateRunning) != StateRunning)
             {
-                // Another thread is shutting down (or has): return when it is done, not before.
-                _stopped.Wait();
-                return;
+                // Another thread is shutting down (or has): return when it is done, not before. Not
+                // cancellable: that shutdown is bounded by its own caller.
+                _stopped.Wait(CancellationToken.None);
+                return null;
             }
         }
 
-        string? leftOver;
+        string? leftOver = null;
+        long started = Stopwatch.GetTimestamp();
         try
         {
             StartTimerDrain();
-            leftOver = _panic is null ? Drain() : null;
+            leftOver = _panic is null ? Drain(timeout, cancellationToken) : null;
             // free_irq() of what drivers left requested: their threads are idle after the drain.
             Irqs.FreeAll();
             // Workers, rescuers and the wq ticker: idle after the drain (or stuck in an item, which a
-            // bounded join leaves behind).
-            Wq.Stop(TimeSpan.FromSeconds(5));
+            // bounded join leaves behind; briefly when the drain already gave up on it).
+            Wq.Stop(leftOver is null ? TimeSpan.FromSeconds(5) : stuckWorkerJoin);
             foreach (var cpu in _cpus)
             {
                 cpu.Stop();
@@ -541,28 +602,32 @@ public sealed partial class Runtime : IDisposable
             }
             CountAbandonedTimers();
             Wq.CountAbandonedDelayedWork();
+            _shutdownReport = new RuntimeShutdownReport(
+                leftOver, cancellationToken.IsCancellationRequested, Stopwatch.GetElapsedTime(started),
+                AbandonedTimerCount, AbandonedDelayedWorkCount, _panic);
         }
         finally
         {
             Volatile.Write(ref _state, StateStopped);
             _stopped.Set();
         }
-        if (leftOver is not null)
-        {
-            throw new TimeoutException($"Runtime shutdown: work still pending after {Options.ShutdownTimeout.TotalSeconds:0.#} s was abandoned: {leftOver}");
-        }
+        return _shutdownReport;
     }
 
-    /// <summary>Waits until every CPU is quiescent and no handler finished while that was being checked.</summary>
-    private string? Drain()
+    /// <summary>
+    /// Waits until every CPU is quiescent and no handler finished while that was being checked, or until
+    /// <paramref name="timeoutSpan"/> has passed or <paramref name="cancellationToken"/> is cancelled: then
+    /// returns what is still pending.
+    /// </summary>
+    private string? Drain(TimeSpan timeoutSpan, CancellationToken cancellationToken)
     {
-        long timeout = (long)(Options.ShutdownTimeout.TotalSeconds * Stopwatch.Frequency);
+        long timeout = (long)(timeoutSpan.TotalSeconds * Stopwatch.Frequency);
         long deadline = Stopwatch.GetTimestamp() + timeout;
         var backoff = default(Backoff);
         string? leakedBindings = null;
         while (LiveBindings() is { Length: > 0 } bound)
         {
-            if (Stopwatch.GetTimestamp() > deadline)
+            if (Stopwatch.GetTimestamp() > deadline || cancellationToken.IsCancellationRequested)
             {
                 leakedBindings = $"threads still bound with BindCurrentThread (dispose their CpuBinding before shutdown): {string.Join(", ", bound)}";
                 break;
@@ -593,9 +658,13 @@ public sealed partial class Runtime : IDisposable
             {
                 return leakedBindings;
             }
-            if (Stopwatch.GetTimestamp() > deadline)
+            if (Stopwatch.GetTimestamp() > deadline || cancellationToken.IsCancellationRequested)
             {
-                string pending = string.Join("; ", _cpus.Where(c => !c.IsQuiescent).Select(DescribePending).Append(Wq.DescribeInFlight()).Where(p => p.Length > 0));
+                string pending = DescribePendingWork();
+                if (pending.Length == 0)
+                {
+                    pending = "work kept arriving from handlers while shutdown looked";
+                }
                 return leakedBindings is null ? pending : $"{leakedBindings}; {pending}";
             }
             backoff.Wait();

@@ -57,6 +57,13 @@ public sealed partial class VirtualCpu
     // B: per-vector executions, as /proc/softirqs counts them.
     internal readonly long[] SoftirqCounts = new long[SoftirqTable.VectorCount];
 
+    // A: per vector, the Stopwatch timestamp of its first raise since it last ran here, 0 if none. Written
+    // only while a raise-latency histogram has a listener (RuntimeMetrics); the runner takes it at entry.
+    internal readonly long[] RaisedAt = new long[SoftirqTable.VectorCount];
+
+    // B: tasklet callbacks run on this CPU (both lists), for metrics.
+    internal long TaskletRuns;
+
     // B: handler runs finished; shutdown compares sums to prove nothing ran during its quiescence check.
     internal long SoftirqCompletions;
 
@@ -107,6 +114,9 @@ public sealed partial class VirtualCpu
     /// <summary>Softirq executions on this CPU per vector, in <see cref="SoftirqVector"/> order.</summary>
     public long GetSoftirqCount(SoftirqVector vector) => Volatile.Read(ref SoftirqCounts[(int)vector]);
 
+    /// <summary>Tasklet callbacks run on this CPU (normal and HI).</summary>
+    public long TaskletRunCount => Volatile.Read(ref TaskletRuns);
+
     /// <summary>Times softirq processing overflowed its budget and was handed to ksoftirqd/N.</summary>
     public long KsoftirqdWakeupCount => Volatile.Read(ref KsoftirqdWakeups);
 
@@ -149,9 +159,48 @@ public sealed partial class VirtualCpu
         }
     }
 
-    /// <summary>Sets softirq <paramref name="nr"/> pending here. Full barrier (Interlocked.Or).</summary>
+    /// <summary>__raise_softirq_irqoff(): sets softirq <paramref name="nr"/> pending here. Full barrier (Interlocked.Or).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void OrSoftirqPending(int nr) => Interlocked.Or(ref Line.SoftirqPending, 1 << nr);
+    internal void OrSoftirqPending(int nr)
+    {
+        Interlocked.Or(ref Line.SoftirqPending, 1 << nr);
+        // PERF: the softirq_raise tracepoint and the raise-latency probe: a load and a branch each while off.
+        if (DeferRuntimeEventSource.SoftirqOn || Runtime.SoftirqLatencyOn)
+        {
+            NoteRaise(nr);
+        }
+    }
+
+    /// <summary>
+    /// __raise_softirq_irqoff() for the bh-gate holder: marks <paramref name="nr"/> in its own pending word,
+    /// without an atomic (see <see cref="LocalSoftirqPending"/>). B: the holder only.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void RaiseHolderLocal(int nr)
+    {
+        LocalSoftirqPending |= 1 << nr;
+        if (DeferRuntimeEventSource.SoftirqOn || Runtime.SoftirqLatencyOn)
+        {
+            NoteRaise(nr);
+        }
+    }
+
+    /// <summary>
+    /// The softirq_raise tracepoint, and the raise stamp of the raise-to-entry latency histogram: the first
+    /// raise since the vector last ran on this CPU wins (later raises coalesce into the same run).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void NoteRaise(int nr)
+    {
+        if (DeferRuntimeEventSource.SoftirqOn)
+        {
+            DeferRuntimeEventSource.Log.softirq_raise(nr, SoftirqTable.Names[nr], Id);
+        }
+        if (Runtime.SoftirqLatencyOn && Volatile.Read(ref RaisedAt[nr]) == 0)
+        {
+            Interlocked.CompareExchange(ref RaisedAt[nr], Stopwatch.GetTimestamp(), 0);
+        }
+    }
 
     /// <summary>Raises a softirq on this CPU from a thread that is not running in its interrupt context.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -230,7 +279,7 @@ public sealed partial class VirtualCpu
         }
         if (raise)
         {
-            LocalSoftirqPending |= 1 << (hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet);
+            RaiseHolderLocal(hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet);
         }
     }
 

@@ -227,7 +227,7 @@ public sealed class NetRxSoftirq
         {
             // __raise_softirq_irqoff(NET_RX): we hold the bh gate, so the holder's own pending word; the
             // running __do_softirq restarts for it, or hands it to ksoftirqd/N past its own budget.
-            cpu.LocalSoftirqPending |= 1 << (int)SoftirqVector.NetRx;
+            cpu.RaiseHolderLocal((int)SoftirqVector.NetRx);
             sd.Reraises++;
         }
     }

@@ -448,6 +448,31 @@ public sealed class IrqController
     /// requested, stopping its thread. A thread still busy (its function never returned before the drain
     /// timed out) is told to exit but not joined, so Dispose reports the timeout instead of hanging.
     /// </summary>
+    /// <summary>The line descriptors, for metrics.</summary>
+    internal IReadOnlyList<IrqDesc> Lines => _descs;
+
+    /// <summary>
+    /// free_irq() of every action still requested, line by line: each waits for the line's running
+    /// handlers and threads, as <see cref="FreeIrq"/> does. What a service does at shutdown before it drains
+    /// its bottom halves, so that no new top half feeds them. Returns how many actions it freed. May sleep.
+    /// </summary>
+    public int FreeAllIrqs()
+    {
+        int freed = 0;
+        foreach (var desc in _descs)
+        {
+            foreach (var action in desc.Actions)
+            {
+                if (!action.IsFreed)
+                {
+                    Free(action);
+                    freed++;
+                }
+            }
+        }
+        return freed;
+    }
+
     internal void FreeAll()
     {
         foreach (var desc in _descs)

@@ -1,4 +1,5 @@
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 
 namespace DeferRuntime.Interrupts;
 
@@ -185,8 +186,17 @@ internal sealed partial class IrqDesc
         foreach (var action in actions)
         {
             action.LastReturn = IrqReturn.None;
+            // PERF: a tracepoint is one volatile load and a predictable branch while nobody listens.
+            if (DeferRuntimeEventSource.IrqOn)
+            {
+                DeferRuntimeEventSource.Log.irq_handler_entry(Irq, action.Name, cpu.Id);
+            }
             var fault = cpu.RunCallback(ctx, action, static a => a.LastReturn = a.Handler(a.Irq, a.DevId), static a => $"irq {a.Irq} handler '{a.Name}'");
             var ret = action.LastReturn;
+            if (DeferRuntimeEventSource.IrqOn)
+            {
+                DeferRuntimeEventSource.Log.irq_handler_exit(Irq, action.Name, (int)ret, cpu.Id);
+            }
             if (fault is not null)
             {
                 // The oops is reported; count the run as handled so one throwing driver does not also
@@ -235,7 +245,7 @@ internal sealed partial class IrqDesc
         Mask();
         string handlers = string.Join(", ", _actions.Select(a => $"'{a.Name}'"));
         Controller.Runtime.ReportWarning(cpu.Id, $"irq {Irq}",
-            $"irq {Irq}: nobody cared: {SpuriousThreshold:N0} or more of the last {SpuriousWindow:N0} interrupts were unhandled (IRQ_NONE); handlers: {handlers}. Disabling IRQ #{Irq}");
+            $"irq {Irq}: nobody cared: {SpuriousThreshold:N0} or more of the last {SpuriousWindow:N0} interrupts were unhandled (IRQ_NONE); handlers: {handlers}. Disabling IRQ #{Irq}", Diagnostics.FaultKind.SpuriousIrqDisabled);
     }
 
     /// <summary>

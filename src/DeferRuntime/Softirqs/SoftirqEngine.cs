@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 
 namespace DeferRuntime.Softirqs;
 
@@ -89,7 +90,17 @@ internal static class SoftirqEngine
                 int nr = BitOperations.TrailingZeroCount(pending);
                 pending &= pending - 1;
                 cpu.SoftirqCounts[nr]++;
+                // PERF: the softirq_entry/exit tracepoints and the raise-latency probe cost a load and a
+                // predictable branch each while nobody listens.
+                if (DeferRuntimeEventSource.SoftirqOn || cpu.Runtime.SoftirqLatencyOn)
+                {
+                    NoteEntry(cpu, nr);
+                }
                 RunAction(cpu, ctx, table, nr);
+                if (DeferRuntimeEventSource.SoftirqOn)
+                {
+                    DeferRuntimeEventSource.Log.softirq_exit(nr, SoftirqTable.Names[nr], cpu.Id);
+                }
                 cpu.SoftirqCompletions++;
                 if (cpu.Runtime.IsPanicked)
                 {
@@ -118,6 +129,22 @@ internal static class SoftirqEngine
                 cpu.Ksoftirqd.Wakeup();
             }
             return;
+        }
+    }
+
+    /// <summary>softirq_entry, and the raise-to-entry sample of the vector's first pending raise.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void NoteEntry(VirtualCpu cpu, int nr)
+    {
+        if (DeferRuntimeEventSource.SoftirqOn)
+        {
+            DeferRuntimeEventSource.Log.softirq_entry(nr, SoftirqTable.Names[nr], cpu.Id);
+        }
+        // Taken whether or not the histogram still listens, so a stamp never outlives its run.
+        long raisedAt = Volatile.Read(ref cpu.RaisedAt[nr]) == 0 ? 0 : Interlocked.Exchange(ref cpu.RaisedAt[nr], 0);
+        if (raisedAt != 0 && cpu.Runtime.Metrics is { } metrics)
+        {
+            metrics.RecordSoftirqLatency(nr, Stopwatch.GetTimestamp() - raisedAt);
         }
     }
 

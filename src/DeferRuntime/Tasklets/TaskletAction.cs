@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 using DeferRuntime.Softirqs;
 
 namespace DeferRuntime.Tasklets;
@@ -28,7 +30,6 @@ internal static class TaskletAction
 
     private static void RunList(VirtualCpu cpu, ThreadContext ctx, Tasklet? list, bool hi)
     {
-        int bit = 1 << (hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet);
         while (list is not null)
         {
             var t = list;
@@ -58,7 +59,7 @@ internal static class TaskletAction
                 cpu.EnqueueTaskletLocal(t, hi, raise: false);
                 if (t.IsEnabled)
                 {
-                    cpu.LocalSoftirqPending |= bit;
+                    cpu.RaiseHolderLocal(hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet);
                 }
             }
             else
@@ -70,6 +71,18 @@ internal static class TaskletAction
         }
     }
 
-    private static void RunOne(VirtualCpu cpu, ThreadContext ctx, Tasklet t) =>
+    private static void RunOne(VirtualCpu cpu, ThreadContext ctx, Tasklet t)
+    {
+        // PERF: the tracepoints are one volatile load and a predictable branch each while nobody listens.
+        if (DeferRuntimeEventSource.TaskletOn)
+        {
+            DeferRuntimeEventSource.Log.tasklet_entry(RuntimeHelpers.GetHashCode(t), t.Name, cpu.Id);
+        }
         cpu.RunCallback(ctx, t, static t => t.Invoke(), static t => $"tasklet '{t.Name}'");
+        cpu.TaskletRuns++;
+        if (DeferRuntimeEventSource.TaskletOn)
+        {
+            DeferRuntimeEventSource.Log.tasklet_exit(RuntimeHelpers.GetHashCode(t), t.Name, cpu.Id);
+        }
+    }
 }

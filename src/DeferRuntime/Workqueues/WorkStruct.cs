@@ -51,6 +51,7 @@ public class WorkStruct
     internal WorkerPool? LastPool; // A (written under that pool's lock): the pool it last started on (the kernel's pool id in work->data)
     internal int Canceling; // A: a cancel_work_sync() holds PENDING and waits (WORK_OFFQ_CANCELING)
     internal WorkqueueSubsystem? Owner; // A: the runtime it was last queued on (whose waiters flush it)
+    internal long QueuedAt; // O, then L: Stopwatch timestamp of the queue while a queue-latency histogram listens, else 0
 
     /// <summary>INIT_WORK(): a work item that runs <paramref name="func"/>; <paramref name="name"/> appears in reports (default: the method's name).</summary>
     public WorkStruct(Action<WorkStruct> func, string? name = null)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 using DeferRuntime.Locking;
 using DeferRuntime.Platform;
 
@@ -461,13 +462,33 @@ internal sealed class Worker : ISleepNotifier
         {
             Volatile.Write(ref work.RunningSeq, seq);
         }
+        // The queue stamp is read while PENDING still holds off the next queuer, who writes it.
+        long queuedAt = work.QueuedAt;
+        if (queuedAt != 0)
+        {
+            work.QueuedAt = 0; // a later queue made while nobody listens must not reuse it
+        }
         // Clear PENDING with a full barrier before the function runs: a queuer that finds PENDING still
         // set relies on this run seeing what it wrote (set_work_pool_and_clear_pending()).
         Interlocked.And(ref work.State, ~WorkStruct.Pending);
         pool.Unlock();
         WorkerPool.WakeKicked(toWake);
 
+        // PERF: the tracepoints and the latency sample cost a load and a predictable branch each while
+        // nobody listens (queuedAt is 0 unless a queue-latency histogram listened at queue time).
+        if (queuedAt != 0)
+        {
+            Sub.Runtime.Metrics?.RecordWorkLatency(pwq.Wq, System.Diagnostics.Stopwatch.GetTimestamp() - queuedAt);
+        }
+        if (DeferRuntimeEventSource.WorkqueueOn)
+        {
+            DeferRuntimeEventSource.Log.workqueue_execute_start(RuntimeHelpers.GetHashCode(work), work.Name);
+        }
         ctx.Cpu.RunCallback(ctx, work, static w => w.Invoke(), static w => $"work item '{w.Name}'");
+        if (DeferRuntimeEventSource.WorkqueueOn)
+        {
+            DeferRuntimeEventSource.Log.workqueue_execute_end(RuntimeHelpers.GetHashCode(work), work.Name);
+        }
 
         pool.Lock();
         ClearFlags(FlagCpuIntensive);
@@ -479,6 +500,7 @@ internal sealed class Worker : ISleepNotifier
         WorkStruct.RaiseTo(ref work.CompletedSeq, seq);
         Interlocked.Decrement(ref work.Running);
         pool.Completions++;
+        pwq.Executed++;
         pwq.DecInFlight(color, active: true);
         pool.Sub.NotifyWaiters();
     }

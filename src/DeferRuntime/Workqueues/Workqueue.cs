@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 using DeferRuntime.Locking;
 using DeferRuntime.Timers;
 
@@ -239,6 +240,12 @@ public sealed partial class Workqueue : IDisposable
         {
             Volatile.Write(ref work.Owner, _sub);
         }
+        // PERF: the workqueue_queue_work tracepoint and the queue-latency stamp: a load and a predictable
+        // branch each while nobody listens.
+        if (DeferRuntimeEventSource.WorkqueueOn || _runtime.WorkLatencyOn)
+        {
+            NoteQueue(cpu, work);
+        }
         var pwq = _unbound ? Pwqs[0] : Pwqs[cpu.Id];
         var pool = pwq.Pool;
         // PERF: a worker counts the item running before it clears PENDING, and we set PENDING after that,
@@ -291,6 +298,20 @@ public sealed partial class Workqueue : IDisposable
         {
             WorkqueueSubsystem.RaiseBh(pool);
         }
+    }
+
+    /// <summary>
+    /// trace_workqueue_queue_work(), and the stamp the worker turns into a queue-to-start latency sample.
+    /// The caller owns PENDING, so nobody else writes the stamp until the worker has read it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void NoteQueue(VirtualCpu cpu, WorkStruct work)
+    {
+        if (DeferRuntimeEventSource.WorkqueueOn)
+        {
+            DeferRuntimeEventSource.Log.workqueue_queue_work(RuntimeHelpers.GetHashCode(work), work.Name, Name, CpuContext.CurrentCpuId, _unbound ? -1 : cpu.Id);
+        }
+        work.QueuedAt = _runtime.WorkLatencyOn ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
     }
 
     /// <summary>
@@ -695,7 +716,9 @@ public sealed partial class Workqueue : IDisposable
     /// <summary>
     /// destroy_workqueue(): drains it (everything queued runs; meanwhile only its own items may queue on
     /// it), stops its rescuer, and refuses all later queueing with <see cref="ObjectDisposedException"/>.
-    /// Destroying twice is harmless. System workqueues cannot be destroyed. May sleep.
+    /// Destroying twice is harmless, and so is destroying after the runtime has shut down (nothing is
+    /// drained then: shutdown already ran or reported everything). System workqueues cannot be destroyed.
+    /// May sleep.
     /// </summary>
     public void Destroy()
     {
@@ -705,6 +728,17 @@ public sealed partial class Workqueue : IDisposable
         }
         MightSleep.Check("destroy_workqueue()");
         ThrowIfOwnItem("destroy_workqueue()");
+        if (_runtime.IsStopped)
+        {
+            // After shutdown nothing runs any more: what was accepted ran, or shutdown reported it
+            // abandoned. Destroying is then only the refusal of later queueing, and must not wait for an
+            // item stuck in a worker that shutdown left behind (a DI container disposes its workqueues
+            // after the host has stopped the runtime).
+            Interlocked.Exchange(ref _destroying, 1);
+            Interlocked.Exchange(ref _destroyed, 1);
+            _sub.Unregister(this);
+            return;
+        }
         if (Interlocked.Exchange(ref _destroying, 1) != 0)
         {
             _sub.WaitFor("destroy_workqueue()", this, static wq => wq.IsDestroyed);

@@ -101,7 +101,7 @@ internal sealed partial class WorkqueueSubsystem
             dying.Clear();
             foreach (var (cpu, message) in reports)
             {
-                Runtime.ReportWarning(cpu, "workqueue watchdog", message);
+                Runtime.ReportWarning(cpu, "workqueue watchdog", message, Diagnostics.FaultKind.WorkqueueStall);
             }
             reports.Clear();
 

@@ -194,7 +194,7 @@ internal sealed partial class WorkqueueSubsystem
         }
     }
 
-    private Workqueue[] SnapshotWorkqueues()
+    public Workqueue[] SnapshotWorkqueues()
     {
         lock (_lock)
         {
@@ -312,7 +312,7 @@ internal sealed partial class WorkqueueSubsystem
             {
                 // This thread holds the CPU's bh gate: its own pending word, no atomics; the softirq
                 // restart or its local_bh_enable() runs it.
-                cpu.LocalSoftirqPending |= 1 << nr;
+                cpu.RaiseHolderLocal(nr);
                 return;
             }
             if (ctx.InHardirq)
@@ -370,7 +370,7 @@ internal sealed partial class WorkqueueSubsystem
         }
         if (more)
         {
-            cpu.LocalSoftirqPending |= 1 << (hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet);
+            cpu.RaiseHolderLocal(hi ? (int)SoftirqVector.Hi : (int)SoftirqVector.Tasklet);
         }
     }
 

@@ -1,0 +1,233 @@
+using System.Diagnostics.Metrics;
+using DeferRuntime.Diagnostics;
+using DeferRuntime.Locking;
+using DeferRuntime.Workqueues;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace DeferRuntime.Hosting;
+
+/// <summary>
+/// The DeferRuntime of one DI container: boots it (on the host's start, or on first resolution of
+/// <see cref="Runtime"/>), allocates the workqueues registered with <see cref="IDeferRuntimeBuilder.AddWorkqueue"/>,
+/// publishes its metrics and forwards its reports to <c>ILogger</c>; the hosted service shuts it down.
+/// </summary>
+/// <remarks>
+/// Shutdown order (<see cref="StopAsync"/>, run by the hosted service after every other hosted service
+/// has stopped, so producers such as the web server are already quiet): free_irq() of every line still
+/// requested, so no new top half feeds the bottom halves; then <see cref="Runtime.Shutdown"/>: threads of
+/// no CPU are refused, pending hard IRQs, softirqs, tasklets and every workqueue's items run (work they
+/// chain included), bounded by <see cref="RuntimeOptions.ShutdownTimeout"/> and by the host's shutdown
+/// token; then the threads are joined. What could not finish is logged with its names.
+/// </remarks>
+public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
+{
+    private readonly RuntimeOptions _options;
+    private readonly WorkqueueRegistration[] _registrations;
+    private readonly IMeterFactory? _meterFactory;
+    private readonly ILogger _logger;
+    private readonly LockValidator _validator;
+    private readonly Lock _bootLock = new();
+    private Runtime? _runtime; // written once under _bootLock, read lock-free
+    private Dictionary<string, Workqueue> _workqueues = new(StringComparer.Ordinal); // written once with _runtime
+    private RuntimeMetrics? _metrics;
+    private ReportForwarder? _forwarder;
+    private RuntimeShutdownReport? _report;
+    private int _stopStarted; // A: 1 once StopAsync or Dispose began the shutdown
+
+    /// <summary>Made by the container (AddDeferRuntime); <paramref name="meterFactory"/> and <paramref name="loggerFactory"/> may be null; <paramref name="validator"/> is the lock validator whose reports are logged.</summary>
+    internal DeferRuntimeHost(IOptions<RuntimeOptions> options, IEnumerable<WorkqueueRegistration> workqueues, IMeterFactory? meterFactory, ILoggerFactory? loggerFactory, LockValidator validator)
+    {
+        _validator = validator;
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options.Value;
+        _registrations = workqueues.ToArray();
+        _meterFactory = meterFactory;
+        _logger = (ILogger?)loggerFactory?.CreateLogger("DeferRuntime") ?? NullLogger.Instance;
+    }
+
+    /// <summary>The runtime; booted on first use.</summary>
+    public Runtime Runtime => Volatile.Read(ref _runtime) ?? Boot();
+
+    /// <summary>The workqueues registered by name, allocated at boot.</summary>
+    public IReadOnlyDictionary<string, Workqueue> Workqueues
+    {
+        get
+        {
+            _ = Runtime;
+            return _workqueues;
+        }
+    }
+
+    /// <summary>What the shutdown did, once the hosted service (or <see cref="Dispose"/>) has run it; else null.</summary>
+    public RuntimeShutdownReport? ShutdownReport => Volatile.Read(ref _report);
+
+    /// <summary>
+    /// A workqueue by name: one registered with <see cref="IDeferRuntimeBuilder.AddWorkqueue"/>, or a
+    /// system workqueue by its kernel name ("events", "events_highpri", "events_long", "events_unbound",
+    /// "events_freezable", "events_bh", "events_bh_highpri").
+    /// </summary>
+    public Workqueue GetWorkqueue(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var runtime = Runtime;
+        if (_workqueues.TryGetValue(name, out var wq))
+        {
+            return wq;
+        }
+        return name switch
+        {
+            "events" => runtime.SystemWq,
+            "events_highpri" => runtime.SystemHighpriWq,
+            "events_long" => runtime.SystemLongWq,
+            "events_unbound" => runtime.SystemUnboundWq,
+            "events_freezable" => runtime.SystemFreezableWq,
+            "events_bh" => runtime.SystemBhWq,
+            "events_bh_highpri" => runtime.SystemBhHighpriWq,
+            _ => throw new KeyNotFoundException($"no workqueue named '{name}': register it with AddDeferRuntime().AddWorkqueue(\"{name}\", ...), or use a system workqueue's name (events, events_unbound, ...)."),
+        };
+    }
+
+    private Runtime Boot()
+    {
+        lock (_bootLock)
+        {
+            if (_runtime is { } booted)
+            {
+                return booted;
+            }
+            var runtime = Runtime.Boot(_options);
+            try
+            {
+                var workqueues = new Dictionary<string, Workqueue>(StringComparer.Ordinal);
+                foreach (var r in _registrations)
+                {
+                    workqueues.Add(r.Name, r.Ordered
+                        ? runtime.AllocOrderedWorkqueue(r.Name, r.Flags)
+                        : runtime.AllocWorkqueue(r.Name, r.Flags, r.MaxActive, r.Attrs));
+                }
+                // A meter from the factory is scoped to this container (and disposed with it), so two
+                // hosts in one process never mix their instruments.
+                _metrics = RuntimeMetrics.Create(runtime, _meterFactory?.Create(RuntimeMetrics.MeterName));
+                _forwarder = new ReportForwarder(runtime, _validator, _logger);
+                _workqueues = workqueues;
+            }
+            catch
+            {
+                _forwarder?.Dispose();
+                _metrics?.Dispose();
+                runtime.Dispose();
+                throw;
+            }
+            Log.Booted(_logger, runtime.Cpus.Count, runtime.Hz, _workqueues.Count == 0 ? "none" : string.Join(", ", _workqueues.Keys));
+            foreach (var p in runtime.Placements)
+            {
+                if ((p.Core is not null && !p.Pinned) || !p.PriorityGranted)
+                {
+                    Log.PlacementRefused(_logger, p.ToString());
+                }
+            }
+            Volatile.Write(ref _runtime, runtime);
+            return runtime;
+        }
+    }
+
+    /// <summary>
+    /// The hosted service's stop: frees the IRQ lines, then drains and stops the runtime on a thread of its
+    /// own, returning when it is done or when <paramref name="cancellationToken"/> (the host's shutdown
+    /// timeout) fires, whichever is first; logs what could not finish. Does nothing if the runtime never booted.
+    /// </summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        var runtime = Volatile.Read(ref _runtime);
+        if (runtime is null || Interlocked.Exchange(ref _stopStarted, 1) != 0)
+        {
+            return;
+        }
+        Log.Stopping(_logger, _options.ShutdownTimeout.TotalSeconds);
+        // free_irq() may wait for a running handler, and the drain for work items: both are synchronous
+        // waits, so they get a thread of their own rather than a thread-pool thread.
+        var shutdown = Task.Factory.StartNew(() => ShutdownNow(runtime, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        try
+        {
+            await shutdown.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // The drain saw the same token and is giving up; give it a moment to stop the threads and
+            // say what it abandoned. Only a free_irq() stuck on a handler that never returns stays behind.
+            if (await Task.WhenAny(shutdown, Task.Delay(TimeSpan.FromSeconds(2), CancellationToken.None)).ConfigureAwait(false) != shutdown)
+            {
+                Log.ShutdownStuck(_logger, runtime.DescribePendingWork());
+                return;
+            }
+        }
+        await shutdown.ConfigureAwait(false);
+        if (_forwarder is { } forwarder)
+        {
+            await forwarder.FlushAsync().ConfigureAwait(false);
+        }
+    }
+
+    private void ShutdownNow(Runtime runtime, CancellationToken cancellationToken)
+    {
+        int freed = runtime.Irqs.FreeAllIrqs();
+        if (freed > 0)
+        {
+            Log.IrqsFreed(_logger, freed);
+        }
+        var report = runtime.Shutdown(_options.ShutdownTimeout, cancellationToken);
+        Volatile.Write(ref _report, report);
+        LogReport(report);
+    }
+
+    private void LogReport(RuntimeShutdownReport report)
+    {
+        if (report.Panic is { } panic)
+        {
+            Log.ShutdownAfterPanic(_logger, panic.Message);
+        }
+        else if (report.Abandoned is { } abandoned)
+        {
+            Log.ShutdownIncomplete(_logger, report.Elapsed.TotalMilliseconds, report.Cancelled ? "the host's shutdown timeout" : $"ShutdownTimeout ({_options.ShutdownTimeout.TotalSeconds:0.#} s)", abandoned);
+        }
+        else
+        {
+            Log.ShutdownComplete(_logger, report.Elapsed.TotalMilliseconds);
+        }
+        if (report.AbandonedTimers > 0)
+        {
+            Log.TimersLeftArmed(_logger, report.AbandonedTimers, report.AbandonedDelayedWork);
+        }
+    }
+
+    /// <summary>Shuts the runtime down if no host did (a container used without a host), then detaches the metrics and the log forwarding.</summary>
+    public void Dispose()
+    {
+        ShutdownIfNobodyDid();
+        _forwarder?.Dispose(); // flushes synchronously: the reader only logs
+        _metrics?.Dispose();
+    }
+
+    /// <inheritdoc cref="Dispose"/>
+    public async ValueTask DisposeAsync()
+    {
+        ShutdownIfNobodyDid();
+        if (_forwarder is { } forwarder)
+        {
+            await forwarder.FlushAsync().ConfigureAwait(false);
+            forwarder.Dispose();
+        }
+        _metrics?.Dispose();
+    }
+
+    private void ShutdownIfNobodyDid()
+    {
+        var runtime = Volatile.Read(ref _runtime);
+        if (runtime is not null && Interlocked.Exchange(ref _stopStarted, 1) == 0)
+        {
+            ShutdownNow(runtime, CancellationToken.None);
+        }
+    }
+}

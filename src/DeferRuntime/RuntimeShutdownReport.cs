@@ -1,0 +1,17 @@
+using DeferRuntime.Diagnostics;
+
+namespace DeferRuntime;
+
+/// <summary>What <see cref="Runtime.Shutdown"/> did: whether everything accepted ran, and what was left behind.</summary>
+/// <param name="Abandoned">What was still pending when the bound ran out (softirqs, tasklets by name, workqueue items in flight), or null if everything accepted ran.</param>
+/// <param name="Cancelled">The caller's token ended the drain (a host's shutdown timeout), not the runtime's own bound.</param>
+/// <param name="Elapsed">From the start of shutdown to the last thread joined.</param>
+/// <param name="AbandonedTimers">Timers still armed, not yet due, when the CPUs stopped: never run early, never run (<see cref="Runtime.AbandonedTimerCount"/>).</param>
+/// <param name="AbandonedDelayedWork">Of those, delayed work items (<see cref="Runtime.AbandonedDelayedWorkCount"/>).</param>
+/// <param name="Panic">The panic that halted the runtime before or during shutdown (nothing was drained after it), or null.</param>
+public sealed record RuntimeShutdownReport(
+    string? Abandoned, bool Cancelled, TimeSpan Elapsed, long AbandonedTimers, long AbandonedDelayedWork, KernelPanicException? Panic)
+{
+    /// <summary>Everything accepted ran (armed timers that were not due yet are not accepted work: they are counted apart).</summary>
+    public bool Completed => Abandoned is null && Panic is null;
+}
