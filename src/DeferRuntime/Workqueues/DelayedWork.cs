@@ -15,9 +15,9 @@ namespace DeferRuntime.Workqueues;
 /// allocates nothing. It fires on the CPU that armed it (or the CPU passed to QueueDelayedOn), at or
 /// after the expiry, and the item then goes to that CPU's pool (bound workqueues) or the workqueue's
 /// unbound pool, as the kernel's delayed_work_timer_fn() does.</para>
-/// <para><see cref="WorkStruct.FlushWork"/> on an item whose timer is armed waits for the delay and the
-/// run (the kernel's flush_work() returns at once there); <see cref="FlushDelayedWork"/> queues it at
-/// once instead, as flush_delayed_work() does.</para>
+/// <para><see cref="WorkStruct.FlushWork"/> on an item whose timer is armed waits only for an instance
+/// running now, if any, as the kernel's flush_work() does (the armed instance is on no queue yet);
+/// <see cref="FlushDelayedWork"/> fires it at once and waits for its run, as flush_delayed_work() does.</para>
 /// <para>Field legend: <c>O:</c> the owner of PENDING (written before the timer is armed, read by its
 /// callback, which the arm orders after); <c>A:</c> Interlocked/volatile.</para>
 /// </remarks>
@@ -34,6 +34,8 @@ public class DelayedWork : WorkStruct
     }
 
     internal override bool IsDelayed => true;
+
+    internal override bool IsTimerArmed => IsTimerPending;
 
     /// <summary>The delay timer is armed (timer_pending(&amp;dwork-&gt;timer)).</summary>
     public bool IsTimerPending => Volatile.Read(ref _timer)?.TimerPending ?? false;

@@ -78,6 +78,9 @@ public class WorkStruct
 
     internal virtual bool IsDelayed => false;
 
+    /// <summary>A delayed item's timer is armed (its instance waits for the timer, not on a queue).</summary>
+    internal virtual bool IsTimerArmed => false;
+
     /// <summary>
     /// flush_work(): waits until the instance queued before the call (if any) has finished running;
     /// later re-queues are not waited for. Returns true if it waited, false if the item was idle. May
@@ -98,6 +101,17 @@ public class WorkStruct
             return false; // never queued
         }
         long target = Seq;
+        if (IsTimerArmed)
+        {
+            // flush_work() of a delayed item whose timer is armed: that instance is on no pwq yet, so, as
+            // the kernel's start_flush_work() does, wait only for an instance running now, if any.
+            // (flush_delayed_work() is the call that fires the timer at once and waits for the run.)
+            if (Volatile.Read(ref Running) == 0)
+            {
+                return false;
+            }
+            target = Volatile.Read(ref RunningSeq);
+        }
         if (IsFlushed(target))
         {
             return false;

@@ -30,7 +30,11 @@ public class DelayedWorkTests
             Assert.True(wq.ModDelayed(dw, 20));
             long expires = dw.TimerExpires;
             Assert.True(expires >= before + 20);
-            dw.FlushWork(); // waits for the armed instance: the delay, then the run
+            // flush_work() of an armed item: nothing queued or running to wait for, so it returns at once
+            // (false) and leaves the timer armed.
+            Assert.False(dw.FlushWork());
+            Assert.True(dw.IsPending);
+            Wait.Until(() => Volatile.Read(ref runs) == 1 && !dw.IsPending && dw.Busy == WorkBusy.None, "the timer to fire and the item to run");
             Assert.Equal(1, Volatile.Read(ref runs));
             Assert.True(ranAt >= expires, $"ran at jiffy {ranAt}, before its expiry {expires}");
             Assert.False(dw.IsPending);
@@ -51,11 +55,11 @@ public class DelayedWorkTests
         for (int cpu = 0; cpu < 2; cpu++)
         {
             Assert.True(rt.SystemWq.QueueDelayedOn(cpu, dw, 3));
-            dw.FlushWork();
+            WqTest.FlushAfterTimer(dw);
             Assert.Equal(cpu, cpuSeen);
         }
         Assert.True(rt.SystemWq.QueueDelayed(dw, TimeSpan.FromMilliseconds(2)));
-        dw.FlushWork();
+        WqTest.FlushAfterTimer(dw);
     }
 
     [Fact]
@@ -81,7 +85,7 @@ public class DelayedWorkTests
         // the cancelled one would have run before it.
         Assert.True(rt.SystemWq.QueueDelayedOn(0, sentinel, 6));
         bhHeld.Dispose();
-        sentinel.FlushWork();
+        WqTest.FlushAfterTimer(sentinel);
         Assert.Equal(1, Volatile.Read(ref sentinelRuns));
         Assert.Equal(0, Volatile.Read(ref runs));
     }
@@ -101,7 +105,7 @@ public class DelayedWorkTests
         Assert.True(dw.IsTimerPending);
         Assert.True(rt.SystemWq.ModDelayed(dw, 15)); // pending: re-armed sooner
         long expires = dw.TimerExpires;
-        dw.FlushWork();
+        WqTest.FlushAfterTimer(dw);
         Assert.Equal(1, Volatile.Read(ref runs));
         Assert.True(ranAt >= expires);
         // And a queued (not armed) instance is taken back and re-armed.
@@ -170,7 +174,7 @@ public class DelayedWorkTests
         Assert.Equal(-1, rt.AbandonedDelayedWorkCount);
         rt.SystemWq.QueueDelayed(far, 3_600_000); // an hour
         rt.SystemWq.QueueDelayed(near, 1);
-        near.FlushWork();
+        WqTest.FlushAfterTimer(near);
         rt.Dispose();
         Assert.Equal(1, Volatile.Read(ref runs));
         Assert.Equal(1, rt.AbandonedDelayedWorkCount);

@@ -7,6 +7,16 @@ namespace DeferRuntime.Tests.Workqueues;
 /// <summary>Helpers for workqueue tests: gates the test opens, counters, and waits on internal state.</summary>
 internal static class WqTest
 {
+    /// <summary>
+    /// Waits for an armed delayed item's timer to fire, then flush_work()s it: flush_work() does not wait
+    /// for an instance whose timer is still armed (it is on no queue yet), only for a queued or running one.
+    /// </summary>
+    public static void FlushAfterTimer(DelayedWork work)
+    {
+        Wait.Until(() => !work.IsTimerPending, $"the timer of '{work.Name}' to fire");
+        work.FlushWork();
+    }
+
     /// <summary>Waits until <paramref name="count"/> threads sleep in a flush, cancel or freeze of <paramref name="rt"/>.</summary>
     public static void UntilWaiters(Runtime rt, int count, string what) =>
         Wait.Until(() => rt.Wq.WaiterCount >= count, what);
