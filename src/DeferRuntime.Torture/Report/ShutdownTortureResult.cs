@@ -52,6 +52,12 @@ public sealed class ShutdownTortureResult
     /// <summary>What Dispose() threw, if anything (must be null).</summary>
     public string? DisposeError { get; init; }
 
+    /// <summary>Moves of a load thread to another CPU.</summary>
+    public long Shuffles { get; init; }
+
+    /// <summary>What the OS granted when threads were pinned after a move.</summary>
+    public string Placement { get; init; } = "";
+
     /// <summary>Fault injection's books.</summary>
     public required FaultAccounting Faults { get; init; }
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 
 namespace DeferRuntime.Torture;
@@ -19,6 +20,8 @@ public sealed class TortureReport
     {
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
         WriteIndented = true,
+        // A report file, never embedded in HTML: keep "+" and "'" in the check details readable.
+        Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
     /// <summary><see cref="SchemaVersion"/> of the producer.</summary>
@@ -137,7 +140,7 @@ public sealed class TortureReport
         sb.Append(CultureInfo.InvariantCulture,
             $"{p} Schedules: {t.Schedules} (chained {t.ChainedSchedules})  Runs: {t.Runs}  Coalesced: {t.Coalesced}  Concurrent: {t.ConcurrentRuns}  While disabled: {t.RunsWhileDisabled}  Lost: {t.LostSchedules}{(t.ConcurrentRuns + t.RunsWhileDisabled + t.LostSchedules != 0 ? " !!!" : "")}\n");
         sb.Append(CultureInfo.InvariantCulture,
-            $"{p} Runs per tasklet Max/Min: {t.MaxRuns}/{t.MinRuns}  Disables: {t.Disables}  Stutters: {t.Stutters}  Shuffles: {t.Shuffles}  Faults: injected {t.Faults.Injected}, reported {t.Faults.Reported}\n");
+            $"{p} Runs per tasklet Max/Min: {t.MaxRuns}/{t.MinRuns}  Disables: {t.Disables}  Stutters: {t.Stutters}  Shuffles: {t.Shuffles} ({t.Placement})  Faults: injected {t.Faults.Injected}, reported {t.Faults.Reported}\n");
         RenderChecks(sb, p, t.Checks);
         sb.Append(CultureInfo.InvariantCulture,
             $"{p}--- End of test: {(t.Passed ? "SUCCESS" : "FAILURE")}: ntasklets={t.Tasklets} nschedulers={t.Schedulers} duration={t.DurationSeconds:0.00}s\n");
@@ -153,7 +156,7 @@ public sealed class TortureReport
                 $"{p} {q.Name} ({q.Kind}{(q.MaxActive > 0 ? $", max_active {q.MaxActive}" : "")}): Queued: {q.Queued}  Run: {q.Run}  Cancelled: {q.Cancelled}  Reentrant: {q.Reentrant}  Concurrent max: {q.MaxConcurrent}  Flushes: {q.Flushes}  Fail: {fail}{(fail != 0 ? " !!!" : "")}\n");
         }
         sb.Append(CultureInfo.InvariantCulture,
-            $"{p} Stutters: {w.Stutters}  Shuffles: {w.Shuffles}  Faults: injected {w.Faults.Injected}, reported {w.Faults.Reported}\n");
+            $"{p} Stutters: {w.Stutters}  Shuffles: {w.Shuffles} ({w.Placement})  Faults: injected {w.Faults.Injected}, reported {w.Faults.Reported}\n");
         RenderChecks(sb, p, w.Checks);
         sb.Append(CultureInfo.InvariantCulture,
             $"{p}--- End of test: {(w.Passed ? "SUCCESS" : "FAILURE")}: nworkqueues={w.Workqueues.Count} nstormers={w.Stormers} duration={w.DurationSeconds:0.00}s\n");
@@ -166,7 +169,7 @@ public sealed class TortureReport
         sb.Append(CultureInfo.InvariantCulture,
             $"{p} Work: accepted {d.WorkAccepted} (during shutdown {d.WorkAcceptedDuringShutdown}), ran {d.WorkRun}  Tasklets: scheduled {d.TaskletSchedules}, ran {d.TaskletRuns}  Softirqs: raised {d.SoftirqRaises}, ran {d.SoftirqRuns}\n");
         sb.Append(CultureInfo.InvariantCulture,
-            $"{p} Refused: {d.Refused} (ObjectDisposedException)  Lost: {lost}{(lost != 0 ? " !!!" : "")}  Dispose: {d.DisposeSeconds * 1000:0} ms  Faults: injected {d.Faults.Injected}, reported {d.Faults.Reported}\n");
+            $"{p} Refused: {d.Refused} (ObjectDisposedException)  Lost: {lost}{(lost != 0 ? " !!!" : "")}  Dispose: {d.DisposeSeconds * 1000:0} ms  Shuffles: {d.Shuffles} ({d.Placement})  Faults: injected {d.Faults.Injected}, reported {d.Faults.Reported}\n");
         RenderChecks(sb, p, d.Checks);
         sb.Append(CultureInfo.InvariantCulture,
             $"{p}--- End of test: {(d.Passed ? "SUCCESS" : "FAILURE")}: nthreads={d.LoadThreads} load={d.LoadSeconds:0.00}s\n");

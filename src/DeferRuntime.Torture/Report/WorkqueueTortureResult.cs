@@ -18,6 +18,9 @@ public sealed class WorkqueueTortureResult
     /// <summary>Moves of a storm thread to another CPU.</summary>
     public long Shuffles { get; init; }
 
+    /// <summary>What the OS granted when threads were pinned after a move.</summary>
+    public string Placement { get; init; } = "";
+
     /// <summary>Fault injection's books.</summary>
     public required FaultAccounting Faults { get; init; }
 

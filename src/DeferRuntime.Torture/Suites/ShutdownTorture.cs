@@ -390,6 +390,8 @@ internal sealed class ShutdownTorture : IDisposable
             Refused = Interlocked.Read(ref _refused),
             UnexpectedErrors = unexpected,
             DisposeError = disposeError,
+            Shuffles = _placement.Moves,
+            Placement = _placement.Describe(),
             Faults = faults,
             Checks = checks,
         };

@@ -295,6 +295,7 @@ internal sealed class TaskletTorture : IDisposable
             MinRuns = perTasklet.Min(),
             Stutters = _control.Stutters,
             Shuffles = _placement.Moves,
+            Placement = _placement.Describe(),
             Faults = faults,
             Checks = checks,
         };

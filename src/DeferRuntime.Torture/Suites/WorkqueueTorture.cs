@@ -441,6 +441,7 @@ internal sealed class WorkqueueTorture : IDisposable
             Workqueues = stats,
             Stutters = _control.Stutters,
             Shuffles = _placement.Moves,
+            Placement = _placement.Describe(),
             Faults = faults,
             Checks = checks,
         };

@@ -49,7 +49,6 @@ public class SuiteTortureTests
             Assert.Equal(0, q.MaxActiveExceeded);
             Assert.Equal(0, q.FlushViolations);
             Assert.Equal(0, q.OrderViolations);
-            Assert.True(q.Run > 0, $"{q.Name} ran nothing");
             if (q.MaxActive > 0)
             {
                 Assert.InRange(q.MaxConcurrent, 1, q.MaxActive);
