@@ -1,9 +1,10 @@
 namespace DeferRuntime.Torture;
 
 /// <summary>
-/// The oops torture injects on purpose (issue 6, Faults): thrown by every Nth tasklet callback, work
-/// function or softirq handler when <see cref="TortureOptions.FaultEvery"/> is set. The runtime must
-/// report each one in Runtime.Faults and keep running.
+/// An oops injected on purpose, as the kernel's fault injection (lib/fault-inject.c) makes calls fail:
+/// thrown by every Nth tasklet callback, work function or softirq handler when
+/// <see cref="TortureOptions.FaultEvery"/> is set. The runtime must report each one in Runtime.Faults
+/// and keep running.
 /// </summary>
 public sealed class InjectedFaultException : Exception
 {

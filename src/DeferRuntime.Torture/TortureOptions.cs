@@ -2,7 +2,10 @@ using System.Globalization;
 
 namespace DeferRuntime.Torture;
 
-/// <summary>The torture suites a run can include; <see cref="All"/> is the default.</summary>
+/// <summary>
+/// The torture tests a run includes, after the kernel's torture modules: locktorture for the locks, the
+/// same harness (kernel/torture.c) for tasklets, workqueues and shutdown. <see cref="All"/> is the default.
+/// </summary>
 [Flags]
 public enum TortureSuites
 {

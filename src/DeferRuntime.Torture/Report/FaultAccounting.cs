@@ -1,7 +1,8 @@
 namespace DeferRuntime.Torture;
 
 /// <summary>
-/// Fault injection's books for one test: how many handler or work-function calls were made to throw,
+/// The books of fault injection for one test, torture's counterpart of the kernel's fault-injection
+/// framework (lib/fault-inject.c): how many handler or work-function calls were made to throw,
 /// how many of those the runtime reported in Runtime.Faults (every one must be), and any fault the test
 /// did not inject (a WARN or an oops of the runtime's own, which fails the test).
 /// </summary>

@@ -1,8 +1,8 @@
 namespace DeferRuntime.Torture;
 
 /// <summary>
-/// Shutdown under load: Runtime.Dispose() while threads keep queueing work, scheduling tasklets and
-/// raising a softirq. Everything accepted must have run; everything else must have been refused with
+/// Shutdown under load, torture_cleanup() at module unload while the torture kthreads still run:
+/// Runtime.Dispose() while threads keep queueing work, scheduling tasklets and raising a softirq. Everything accepted must have run; everything else must have been refused with
 /// the documented ObjectDisposedException.
 /// </summary>
 public sealed class ShutdownTortureResult

@@ -50,7 +50,7 @@ public sealed class TortureSettings
     public bool Pinning { get; init; }
 }
 
-/// <summary>The machine a run ran on and what the OS granted the runtime's threads at boot.</summary>
+/// <summary>The system under test, as the kernel's torture scripts (tools/testing/selftests/rcutorture) record it: the machine, and what the OS granted the runtime's threads at boot.</summary>
 public sealed class TortureEnvironment
 {
     /// <summary>Environment.ProcessorCount.</summary>

@@ -1,6 +1,6 @@
 namespace DeferRuntime.Torture;
 
-/// <summary>The workqueue torture's statistics: one entry per workqueue stormed, and the checks.</summary>
+/// <summary>The CMWQ (kernel/workqueue.c) torture's statistics: one entry per workqueue stormed, and the checks.</summary>
 public sealed class WorkqueueTortureResult
 {
     /// <summary>Storm threads (half bound to CPUs, half of no CPU).</summary>
