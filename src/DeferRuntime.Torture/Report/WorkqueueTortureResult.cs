@@ -49,11 +49,17 @@ public sealed class WorkqueueStats
     /// <summary>Work items stormed on it.</summary>
     public int Items { get; init; }
 
-    /// <summary>queue_work() / queue_work_on() calls that returned true (accepted instances).</summary>
+    /// <summary>Of <see cref="Items"/>, delayed_work items (queued through their timer).</summary>
+    public int DelayedItems { get; init; }
+
+    /// <summary>queue_work() / queue_work_on() (and queue_delayed_work(), or mod_delayed_work() of an idle item) calls that queued an instance.</summary>
     public long Queued { get; init; }
 
     /// <summary>Queue calls that returned false because the item was already pending.</summary>
     public long AlreadyPending { get; init; }
+
+    /// <summary>mod_delayed_work() calls that took a pending instance back and re-armed it (no new instance).</summary>
+    public long ModifiedPending { get; init; }
 
     /// <summary>Of <see cref="Queued"/>, requeues made by the item's own function.</summary>
     public long SelfRequeues { get; init; }
@@ -61,7 +67,7 @@ public sealed class WorkqueueStats
     /// <summary>Function runs.</summary>
     public long Run { get; init; }
 
-    /// <summary>cancel_work() / cancel_work_sync() calls that returned true (a pending instance taken back).</summary>
+    /// <summary>cancel_work(_sync) / cancel_delayed_work(_sync) calls that returned true (a pending instance taken back).</summary>
     public long Cancelled { get; init; }
 
     /// <summary>Runs that started while the same item was running on this workqueue (must be 0).</summary>

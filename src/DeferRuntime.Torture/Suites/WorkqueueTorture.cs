@@ -8,7 +8,8 @@ namespace DeferRuntime.Torture.Suites;
 
 /// <summary>
 /// Workqueue torture: storm threads (half bound to CPUs, half of no CPU, all shuffled) queue, queue_on,
-/// cancel, cancel_sync, flush_work and flush_workqueue a fixed set of work items on bound, unbound,
+/// cancel, cancel_sync, flush_work and flush_workqueue a fixed set of work items (and queue_delayed_work,
+/// mod_delayed_work, cancel_delayed_work(_sync) and flush_delayed_work delayed ones) on bound, unbound,
 /// ordered, max_active-limited and BH workqueues, while the items requeue themselves, sleep (so
 /// concurrency management starts more workers) and, with fault injection, throw. Checks the CMWQ
 /// contract: conservation (queued = run + cancelled), no re-entrancy (an item never runs concurrently
@@ -32,6 +33,8 @@ namespace DeferRuntime.Torture.Suites;
 internal sealed class WorkqueueTorture : IDisposable
 {
     private const int ItemsPerQueue = 8;
+    private const int FirstDelayed = 6; // items 6 and 7 of bound and unbound workqueues are delayed_work
+    private const int MaxDelay = 3;     // jiffies: short, so armed timers keep firing into the storm
     private const int Stride = 16; // ints per cache line
 
     private readonly TortureRun _run;
@@ -70,6 +73,7 @@ internal sealed class WorkqueueTorture : IDisposable
         public long FlushViolations;     // A
         public long AlreadyPending;      // A
         public long SelfRequeues;        // A
+        public long ModifiedPending;     // A: mod_delayed_work() calls that re-armed a pending instance
         public Item[] Items = [];
     }
 
@@ -78,6 +82,8 @@ internal sealed class WorkqueueTorture : IDisposable
         public required WorkStruct Work;
         public required Queue Owner;
         public required bool Flushable;
+        public DelayedWork? Delayed;    // I: the same object as Work, for delayed items
+        public bool Modifiable;         // I: a delayed item armed with mod_delayed_work too (and then never cancelled with _sync)
         public readonly List<long> Tickets = []; // L: Owner.OrderLock; numbers of the accepted instances not yet run or cancelled, oldest first (ordered workqueue only)
         public long Accepted;   // A: queue returned true
         public long Cancelled;  // A: cancel returned true
@@ -113,8 +119,16 @@ internal sealed class WorkqueueTorture : IDisposable
             for (int i = 0; i < mine.Length; i++)
             {
                 Item? it = null;
-                var work = new WorkStruct(_ => Function(it!), $"{q.Wq.Name}/{i}");
-                it = new Item { Work = work, Owner = q, Flushable = i % 2 == 1 };
+                bool delayed = i >= FirstDelayed && q.Kind is "bound" or "unbound";
+                var work = delayed ? new DelayedWork(_ => Function(it!), $"{q.Wq.Name}/d{i}") : new WorkStruct(_ => Function(it!), $"{q.Wq.Name}/{i}");
+                // Delayed items are cancelled, never flush-checked: mod_delayed_work takes an instance
+                // back and re-arms it, which makes "accepted before the flush" meaningless for them.
+                // One delayed item is re-armed with mod_delayed_work and cancelled without waiting, the other
+                // cancelled with cancel_delayed_work_sync and never modified: mod_delayed_work returns false
+                // both when it armed an idle item and when a concurrent cancel_delayed_work_sync owns it (it
+                // stays cancelled, as in current kernels, where that cancel disables the item), so with
+                // both on one item "accepted" could not be counted.
+                it = new Item { Work = work, Owner = q, Flushable = !delayed && i % 2 == 1, Delayed = work as DelayedWork, Modifiable = delayed && i == FirstDelayed };
                 mine[i] = it;
             }
             q.Items = mine;
@@ -173,9 +187,14 @@ internal sealed class WorkqueueTorture : IDisposable
         {
             return ran;
         }
-        // No requeue begins after the stop once none is in flight; then drain_workqueue() waits for
-        // everything queued, chained requeues included.
+        // No requeue begins after the stop once none is in flight. Armed delayed items are queued at once
+        // by flush_delayed_work() (drain does not wait for timers, as in the kernel); then
+        // drain_workqueue() waits for everything queued, chained requeues included.
         SuiteSupport.WaitUntil(() => Interlocked.Read(ref _requeuesInFlight) == 0);
+        foreach (var it in _items.Where(i => i.Delayed is not null))
+        {
+            it.Delayed!.FlushDelayedWork();
+        }
         foreach (var q in _queues)
         {
             q.Wq.Drain();
@@ -205,7 +224,7 @@ internal sealed class WorkqueueTorture : IDisposable
                 int r = rng.Next(100);
                 if (r < 10 && !q.Ordered)
                 {
-                    QueueItem(it, rng.Next(cpus)); // queue_work_on(); for unbound workqueues a hint
+                    QueueAny(it, rng.Next(cpus), ref rng); // queue_work_on(); for unbound workqueues a hint
                 }
                 else if (r is >= 10 and < 30 && !it.Flushable)
                 {
@@ -215,13 +234,17 @@ internal sealed class WorkqueueTorture : IDisposable
                 {
                     FlushWorkChecked(it);
                 }
+                else if (r is >= 30 and < 33 && it.Delayed is { } dw)
+                {
+                    dw.FlushDelayedWork(); // cuts the delay short; not checked (see the constructor)
+                }
                 else if (r == 36)
                 {
                     FlushWorkqueueChecked(q);
                 }
                 else
                 {
-                    QueueItem(it, -1);
+                    QueueAny(it, -1, ref rng);
                 }
                 operations++;
                 if ((operations & 63) == 0)
@@ -236,6 +259,38 @@ internal sealed class WorkqueueTorture : IDisposable
         {
             Volatile.Write(ref _operations[tid], operations);
         }
+    }
+
+    /// <summary>A plain item through <see cref="QueueItem"/>; a delayed one armed with queue_delayed_work(_on) or mod_delayed_work(_on).</summary>
+    private static void QueueAny(Item it, int cpu, ref TortureRandom rng)
+    {
+        if (it.Delayed is { } dw)
+        {
+            QueueDelayedItem(it, dw, cpu, rng.Next(MaxDelay + 1), modify: it.Modifiable && rng.OneIn(2));
+        }
+        else
+        {
+            QueueItem(it, cpu);
+        }
+    }
+
+    /// <summary>
+    /// queue_delayed_work(_on) or mod_delayed_work(_on), counted. mod_delayed_work returning true took a
+    /// pending instance back and re-armed it: one instance before, one after, nothing new accepted;
+    /// returning false it armed an idle item: a new instance.
+    /// </summary>
+    private static bool QueueDelayedItem(Item it, DelayedWork dw, int cpu, int delay, bool modify)
+    {
+        var q = it.Owner;
+        if (modify)
+        {
+            bool wasPending = cpu < 0 ? q.Wq.ModDelayed(dw, delay) : q.Wq.ModDelayedOn(cpu, dw, delay);
+            Interlocked.Increment(ref wasPending ? ref q.ModifiedPending : ref it.Accepted);
+            return true;
+        }
+        bool accepted = cpu < 0 ? q.Wq.QueueDelayed(dw, delay) : q.Wq.QueueDelayedOn(cpu, dw, delay);
+        Interlocked.Increment(ref accepted ? ref it.Accepted : ref q.AlreadyPending);
+        return accepted;
     }
 
     /// <summary>queue_work() / queue_work_on(), counted; on the ordered workqueue, numbered in queueing order.</summary>
@@ -280,7 +335,10 @@ internal sealed class WorkqueueTorture : IDisposable
             }
             return;
         }
-        if (sync ? it.Work.CancelWorkSync() : it.Work.CancelWork())
+        bool cancelled = it.Delayed is { } dw
+            ? (sync && !it.Modifiable ? dw.CancelDelayedWorkSync() : dw.CancelDelayedWork())
+            : (sync ? it.Work.CancelWorkSync() : it.Work.CancelWork());
+        if (cancelled)
         {
             Interlocked.Increment(ref it.Cancelled);
         }
@@ -366,7 +424,9 @@ internal sealed class WorkqueueTorture : IDisposable
             {
                 // In flight before looking at the stop flag, as the tasklets' chains (see Torture).
                 Interlocked.Increment(ref _requeuesInFlight);
-                if (!_control.StopRequested && QueueItem(it, -1))
+                bool requeued = !_control.StopRequested &&
+                    (it.Delayed is { } dw ? QueueDelayedItem(it, dw, -1, delay: 1, modify: false) : QueueItem(it, -1));
+                if (requeued)
                 {
                     Interlocked.Increment(ref q.SelfRequeues); // queued while running: runs again after this instance
                 }
@@ -403,6 +463,8 @@ internal sealed class WorkqueueTorture : IDisposable
             Queued = q.Items.Sum(i => Interlocked.Read(ref i.Accepted)),
             AlreadyPending = Interlocked.Read(ref q.AlreadyPending),
             SelfRequeues = Interlocked.Read(ref q.SelfRequeues),
+            DelayedItems = q.Items.Count(i => i.Delayed is not null),
+            ModifiedPending = Interlocked.Read(ref q.ModifiedPending),
             Run = q.Items.Sum(i => Interlocked.Read(ref i.Runs)),
             Cancelled = q.Items.Sum(i => Interlocked.Read(ref i.Cancelled)),
             Reentrant = Interlocked.Read(ref q.Reentrant),

@@ -44,7 +44,8 @@ public class SuiteTortureTests
         Assert.Equal(["bound", "unbound", "ordered", "bound", "unbound", "bh"], w.Workqueues.Select(q => q.Kind));
         foreach (var q in w.Workqueues)
         {
-            Assert.Equal(q.Queued, q.Run + q.Cancelled); // conservation
+            Assert.Equal(q.Queued, q.Run + q.Cancelled); // conservation (delayed items included)
+            Assert.Equal(q.Kind is "bound" or "unbound" ? 2 : 0, q.DelayedItems);
             Assert.Equal(0, q.Reentrant);
             Assert.Equal(0, q.MaxActiveExceeded);
             Assert.Equal(0, q.FlushViolations);
