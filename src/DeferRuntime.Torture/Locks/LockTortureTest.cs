@@ -135,7 +135,9 @@ internal sealed class LockTortureTest : IDisposable
                 _lock.WriteUnlock(tid);
                 if ((acquired & 255) == 0)
                 {
-                    Volatile.Write(ref _writes[tid], acquired); // progress only; the final count is written below
+                    // Progress only; the final counts are written below.
+                    Volatile.Write(ref _writes[tid], acquired);
+                    Volatile.Write(ref _writeFails[tid], fails);
                 }
                 _control.StutterWait();
             }
@@ -169,6 +171,7 @@ internal sealed class LockTortureTest : IDisposable
                 if ((acquired & 255) == 0)
                 {
                     Volatile.Write(ref _reads[tid], acquired);
+                    Volatile.Write(ref _readFails[tid], fails);
                 }
                 _control.StutterWait();
             }
