@@ -11,6 +11,7 @@ public class TortureReportTests
         {
             o.LockTypes = [TortureLockTypes.SpinLock];
             o.Busted = true;
+            o.Pinning = false; // shuffles still move threads between CPUs, and say that nothing was pinned
         }));
         Assert.False(report.Passed);
 
@@ -26,6 +27,9 @@ public class TortureReportTests
         Assert.Equal([TortureLockTypes.SpinLock, TortureLockTypes.LockBusted, TortureRunner.TaskletTest], back.Settings.Tests);
         Assert.Equal(report.Locks[1].Writes.Fail, back.Locks[1].Writes.Fail);
         Assert.Equal(report.Tasklets!.Schedules, back.Tasklets!.Schedules);
+        Assert.All(back.Locks, l => Assert.Equal("pinning off", l.Placement));
+        Assert.Equal("pinning off", back.Tasklets.Placement);
+        Assert.StartsWith("pinning off", back.Environment.Placement, StringComparison.Ordinal);
         Assert.Contains("\"passed\": false", json, StringComparison.Ordinal);
         Assert.Contains("\"unfair\":", json, StringComparison.Ordinal);
     }
