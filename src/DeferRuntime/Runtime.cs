@@ -497,6 +497,13 @@ public sealed partial class Runtime : IDisposable
         return sb.ToString();
     }
 
+    /// <summary>CPU time consumed by the kworkers of every unbound pool (they belong to no one CPU; see <see cref="VirtualCpu.GetCpuTime"/> for the per-CPU split). Null without per-thread CPU clocks.</summary>
+    public TimeSpan? GetUnboundWorkerCpuTime()
+    {
+        long ns = Wq.UnboundWorkerCpuNs();
+        return ns < 0 ? null : TimeSpan.FromTicks(ns / 100);
+    }
+
     /// <summary>The boot report: each thread's pinning and priority as the OS granted them.</summary>
     public string RenderPlacements()
     {

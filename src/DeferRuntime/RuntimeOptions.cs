@@ -64,6 +64,13 @@ public sealed class RuntimeOptions
     /// </summary>
     public bool LetKsoftirqdDoItsJob { get; set; } = true;
 
+    /// <summary>
+    /// CONFIG_IRQ_TIME_ACCOUNTING: cpu/N times each hard-IRQ entry and every softirq run outside
+    /// ksoftirqd (two clock reads per entry and per __do_softirq), so <see cref="Cpus.VirtualCpu.GetCpuTime"/>
+    /// can split a CPU's time into hard-IRQ and softirq. Off by default: the hot paths then read no clock.
+    /// </summary>
+    public bool IrqTimeAccounting { get; set; }
+
     /// <summary>panic_on_oops: a throwing handler halts the whole runtime instead of being reported and survived.</summary>
     public bool PanicOnOops { get; set; }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using DeferRuntime.Platform;
 using DeferRuntime.Softirqs;
 
 namespace DeferRuntime.Cpus;
@@ -12,6 +13,7 @@ public sealed partial class VirtualCpu
     {
         var ctx = _cpuContext;
         ThreadContext.Attach(ctx);
+        Volatile.Write(ref _cpuThreadClock, ThreadCpuClock.Create());
         try
         {
             PlaceCurrentThread(ThreadRole.Cpu);
@@ -161,6 +163,8 @@ public sealed partial class VirtualCpu
         ctx.IrqsOff = true;
         ctx.PreemptCount += PreemptCount.HardirqOffset;
         HardirqEntries++;
+        // irqtime_account_irq() on entry and exit; PERF: no clock read unless accounting is on.
+        long accountFrom = Runtime.Options.IrqTimeAccounting ? Stopwatch.GetTimestamp() : 0;
         try
         {
             for (int word = 0; word < VectorCount / 64; word++)
@@ -181,6 +185,10 @@ public sealed partial class VirtualCpu
         }
         finally
         {
+            if (accountFrom != 0)
+            {
+                Volatile.Write(ref HardirqTicks, HardirqTicks + (Stopwatch.GetTimestamp() - accountFrom));
+            }
             ctx.PreemptCount -= PreemptCount.HardirqOffset;
             ctx.IrqsOff = false;
             IrqGate.Exit(ctx);

@@ -78,6 +78,17 @@ public sealed partial class VirtualCpu
     // C: parks of cpu/N when idle.
     internal long Parks;
 
+    // C: Stopwatch ticks cpu/N spent in hard-IRQ entries (RuntimeOptions.IrqTimeAccounting).
+    internal long HardirqTicks;
+
+    // B: Stopwatch ticks spent in softirqs by any holder but ksoftirqd/N, nested hard IRQs excluded
+    // (RuntimeOptions.IrqTimeAccounting). ksoftirqd's softirq time stays its own task time, as the
+    // kernel's irqtime_account_irq() leaves it.
+    internal long SoftirqTicks;
+
+    // I (set by cpu/N when it starts): its thread's CPU-time clock.
+    private int _cpuThreadClock = ThreadCpuClock.None;
+
     // A: need_resched(): set by whoever wants this CPU back from softirq processing.
     private volatile bool _needResched;
 
@@ -128,6 +139,29 @@ public sealed partial class VirtualCpu
 
     /// <summary>Times cpu/N parked for lack of work.</summary>
     public long ParkCount => Volatile.Read(ref Parks);
+
+    /// <summary>
+    /// Where this CPU's time went, as /proc/stat's irq and softirq columns and the per-thread times of
+    /// top(1) show it: hard-IRQ and softirq time (only with <see cref="RuntimeOptions.IrqTimeAccounting"/>),
+    /// and the CPU time consumed by ksoftirqd/N, by the kworkers of CPU N's bound pools (normal and
+    /// high priority, retired ones included), by the irq threads bound to N, and by cpu/N itself (which
+    /// includes its idle polling). Null where it is not measured (accounting off, or no per-thread CPU
+    /// clock on this platform). The threads run concurrently, so the parts may sum to more than wall time.
+    /// </summary>
+    public CpuTimeStats GetCpuTime()
+    {
+        bool accounting = Runtime.Options.IrqTimeAccounting;
+        return new CpuTimeStats(
+            Id,
+            accounting ? Stopwatch.GetElapsedTime(0, Volatile.Read(ref HardirqTicks)) : null,
+            accounting ? Stopwatch.GetElapsedTime(0, Volatile.Read(ref SoftirqTicks)) : null,
+            FromNs(ThreadCpuClock.ReadNs(Ksoftirqd.CpuClock)),
+            FromNs(Runtime.Wq.BoundWorkerCpuNs(Id)),
+            FromNs(Runtime.Irqs.IrqThreadCpuNs(Id)),
+            FromNs(ThreadCpuClock.ReadNs(Volatile.Read(ref _cpuThreadClock))));
+    }
+
+    private static TimeSpan? FromNs(long ns) => ns < 0 ? null : TimeSpan.FromTicks(ns / 100);
 
     internal bool NeedResched => _needResched;
 

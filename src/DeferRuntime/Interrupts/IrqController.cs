@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using DeferRuntime.Cpus;
 using DeferRuntime.Locking;
+using DeferRuntime.Platform;
 
 namespace DeferRuntime.Interrupts;
 
@@ -489,6 +490,27 @@ public sealed class IrqController
     }
 
     // ---- reporting ----
+
+    /// <summary>CPU time of the live irq threads bound to CPU <paramref name="cpu"/>, in ns; -1 without per-thread clocks.</summary>
+    internal long IrqThreadCpuNs(int cpu)
+    {
+        if (ThreadCpuClock.Create() == ThreadCpuClock.None)
+        {
+            return -1;
+        }
+        long sum = 0;
+        foreach (var desc in _descs)
+        {
+            foreach (var action in desc.Actions)
+            {
+                if (action.Thread is { } thread && thread.BoundCpu == cpu)
+                {
+                    sum += Math.Max(0, thread.CpuNs);
+                }
+            }
+        }
+        return sum;
+    }
 
     /// <summary>A consistent snapshot of line <paramref name="irq"/>'s descriptor and counts.</summary>
     public IrqLineStats GetStats(int irq) => Desc(irq, "irq stats").Snapshot();

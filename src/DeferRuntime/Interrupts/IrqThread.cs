@@ -1,4 +1,5 @@
 using DeferRuntime.Cpus;
+using DeferRuntime.Platform;
 
 namespace DeferRuntime.Interrupts;
 
@@ -23,6 +24,8 @@ internal sealed class IrqThread
     private volatile bool _stop;
     private long _runs; // T: this thread
     private ThreadContext? _ctx; // T
+    private int _cpuClock = ThreadCpuClock.None; // T to write (at start), others read
+    private int _boundCpu = -1; // T to write (at each bind), others read
 
     public IrqThread(IrqAction action)
     {
@@ -32,6 +35,12 @@ internal sealed class IrqThread
     }
 
     public long Runs => Volatile.Read(ref _runs);
+
+    /// <summary>The CPU the thread is bound to now (-1 before it started).</summary>
+    public int BoundCpu => Volatile.Read(ref _boundCpu);
+
+    /// <summary>CPU time the thread has consumed, in ns; -1 if unknown (not started, exited, or no per-thread clock).</summary>
+    public long CpuNs => ThreadCpuClock.ReadNs(Volatile.Read(ref _cpuClock));
 
     public bool IsCurrentThread => ReferenceEquals(Thread.CurrentThread, _thread);
 
@@ -70,6 +79,7 @@ internal sealed class IrqThread
     private void Main()
     {
         var desc = _action.Desc;
+        Volatile.Write(ref _cpuClock, ThreadCpuClock.Create());
         Bind(desc);
         try
         {
@@ -116,6 +126,7 @@ internal sealed class IrqThread
         }
         _ctx = new ThreadContext(cpu, ThreadRole.IrqThread);
         ThreadContext.Attach(_ctx);
+        Volatile.Write(ref _boundCpu, cpu.Id);
         cpu.PlaceCurrentThread(ThreadRole.IrqThread);
     }
 }

@@ -1,4 +1,5 @@
 using DeferRuntime.Cpus;
+using DeferRuntime.Platform;
 
 namespace DeferRuntime.Softirqs;
 
@@ -19,6 +20,7 @@ internal sealed class Ksoftirqd
     private Thread? _thread;
     private int _running; // A: 1 from wake-up until it finds nothing pending (the kernel's TASK_RUNNING)
     private volatile bool _exit;
+    private int _cpuClock = ThreadCpuClock.None; // I (set by the thread when it starts)
 
     public Ksoftirqd(VirtualCpu cpu)
     {
@@ -29,6 +31,9 @@ internal sealed class Ksoftirqd
     public bool IsRunning => Volatile.Read(ref _running) != 0;
 
     public bool IsCurrentThread => ReferenceEquals(ThreadContext.Current, _ctx);
+
+    /// <summary>The thread's CPU-time clock (ThreadCpuClock.None until it started, or where unsupported).</summary>
+    public int CpuClock => Volatile.Read(ref _cpuClock);
 
     /// <summary>wakeup_softirqd().</summary>
     public void Wakeup()
@@ -60,6 +65,7 @@ internal sealed class Ksoftirqd
     private void Main(CountdownEvent booted)
     {
         ThreadContext.Attach(_ctx);
+        Volatile.Write(ref _cpuClock, ThreadCpuClock.Create());
         try
         {
             _cpu.PlaceCurrentThread(ThreadRole.Ksoftirqd);

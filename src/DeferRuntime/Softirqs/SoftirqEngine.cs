@@ -68,6 +68,34 @@ internal static class SoftirqEngine
     {
         Debug.Assert(ReferenceEquals(cpu.BhGate.Owner, ctx), "__do_softirq without the bh gate");
         Debug.Assert(ctx.InServingSoftirq, "__do_softirq without SOFTIRQ_OFFSET");
+        // irqtime_account_irq(): softirq time of every holder but ksoftirqd, whose time stays its own.
+        if (cpu.Runtime.Options.IrqTimeAccounting && ctx.Role != ThreadRole.Ksoftirqd)
+        {
+            DoSoftirqAccounted(cpu, ctx);
+            return;
+        }
+        DoSoftirqCore(cpu, ctx);
+    }
+
+    /// <summary>__do_softirq() timed: wall time of the run less the hard IRQs cpu/N took inside it (preemption points).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void DoSoftirqAccounted(VirtualCpu cpu, ThreadContext ctx)
+    {
+        long hardBefore = Volatile.Read(ref cpu.HardirqTicks);
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            DoSoftirqCore(cpu, ctx);
+        }
+        finally
+        {
+            long spent = Stopwatch.GetTimestamp() - start - (Volatile.Read(ref cpu.HardirqTicks) - hardBefore);
+            Volatile.Write(ref cpu.SoftirqTicks, cpu.SoftirqTicks + Math.Max(0, spent));
+        }
+    }
+
+    private static void DoSoftirqCore(VirtualCpu cpu, ThreadContext ctx)
+    {
         var table = cpu.Runtime.Softirqs;
         // PERF: the 2 ms budget is only consulted between passes, so the clock is first read at the first
         // restart rather than on entry: a call that finds nothing new after its pass (the common case)

@@ -217,6 +217,12 @@ internal sealed class Worker : ISleepNotifier
         }
         finally
         {
+            // Its CPU time outlives it in the pool's total (its clock dies with the thread).
+            long cpuNs = ThreadCpuClock.ReadNs(CpuClock);
+            if (cpuNs > 0)
+            {
+                Interlocked.Add(ref pool.RetiredCpuNs, cpuNs);
+            }
             ctx.SleepNotifier = null;
             t_current = null;
             ThreadContext.Detach();

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using DeferRuntime.Cpus;
 using DeferRuntime.Locking;
+using DeferRuntime.Platform;
 using DeferRuntime.Softirqs;
 
 namespace DeferRuntime.Workqueues;
@@ -95,6 +96,31 @@ internal sealed partial class WorkqueueSubsystem
     public WorkerPool[] Pools => Volatile.Read(ref _allPools);
 
     public WorkerPool CpuPool(int cpu, bool highPri, bool bh) => _cpuPools[(cpu * PoolsPerCpu) + (bh ? 2 : 0) + (highPri ? 1 : 0)];
+
+    /// <summary>CPU time of the kworkers of CPU <paramref name="cpu"/>'s normal and high-priority pools, in ns; -1 without per-thread clocks.</summary>
+    public long BoundWorkerCpuNs(int cpu) => WorkerCpuNs([CpuPool(cpu, false, false), CpuPool(cpu, true, false)]);
+
+    /// <summary>CPU time of every unbound pool's kworkers, in ns; -1 without per-thread clocks.</summary>
+    public long UnboundWorkerCpuNs() => WorkerCpuNs(Pools.Where(p => p.IsUnbound));
+
+    private static long WorkerCpuNs(IEnumerable<WorkerPool> pools)
+    {
+        if (ThreadCpuClock.Create() == ThreadCpuClock.None)
+        {
+            return -1;
+        }
+        long sum = 0;
+        foreach (var pool in pools)
+        {
+            sum += Interlocked.Read(ref pool.RetiredCpuNs);
+            foreach (var worker in pool.SnapshotWorkers())
+            {
+                // A worker between its start and its clock, or one exiting now, reads -1: left out.
+                sum += Math.Max(0, ThreadCpuClock.ReadNs(Volatile.Read(ref worker.CpuClock)));
+            }
+        }
+        return sum;
+    }
 
     // ---- allocation ----
 
