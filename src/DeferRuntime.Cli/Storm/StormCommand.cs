@@ -1,0 +1,225 @@
+using System.CommandLine;
+using System.Globalization;
+using DeferRuntime.Cli.Storm.Faults;
+using DeferRuntime.Cli.Storm.Report;
+using DeferRuntime.Devices;
+using Spectre.Console;
+
+namespace DeferRuntime.Cli.Storm;
+
+/// <summary>
+/// <c>deferrt storm</c>: drives synthetic interrupt storms through a driver of each bottom-half kind and
+/// reports latency, accounting, /proc tables, ksoftirqd, NAPI, CPU time and what the OS granted. No
+/// argument is required: <c>--preset gentle</c> is the default.
+/// </summary>
+internal static class StormCommand
+{
+    // Exit codes: 0 every run passed; 1 an event was lost, an identity failed or a fault went unreported;
+    // 2 bad command line.
+    public const int ExitFailed = 1;
+    public const int ExitUsage = 2;
+
+    private static readonly string PathNames = string.Join(", ", StormPathKinds.All.Select(k => k.CliName()));
+
+    public static Command Create()
+    {
+        var preset = new Option<string>("--preset") { Description = "gentle (default): 2,000 events/s per path for 3 s; storm: 40,000/s Poisson for 5 s; overload: 400,000/s bursty for 5 s", DefaultValueFactory = _ => "gentle" };
+        preset.AcceptOnlyFromAmong(StormPresets.Names);
+        var cpus = new Option<int?>("--cpus") { Description = "Virtual CPUs (default: the processor count)" };
+        var duration = new Option<double?>("--duration") { Description = "Seconds of measured storm (default: the preset's)" };
+        var warmup = new Option<double?>("--warmup") { Description = "Seconds of warm-up storm before it, not measured (default: the preset's; 0 for none)" };
+        var rate = new Option<double?>("--rate") { Description = "Events per second per path (default: the preset's)" };
+        var rates = new Option<string[]>("--rates") { Description = $"Per-path rates, path=N[,path=N] (paths: {PathNames})", AllowMultipleArgumentsPerToken = true };
+        var arrival = new Option<string?>("--arrival") { Description = "constant, poisson or bursty (default: the preset's)" };
+        arrival.AcceptOnlyFromAmong("constant", "poisson", "bursty");
+        var burst = new Option<int?>("--burst") { Description = "Events per burst under bursty arrivals (default: the preset's)" };
+        var paths = new Option<string[]>("--paths") { Description = $"Which paths, comma-separated, or all (default): {PathNames}", AllowMultipleArgumentsPerToken = true };
+        var idle = new Option<string>("--idle-policy") { Description = "How idle CPUs wait: poll, hybrid (default) or halt", DefaultValueFactory = _ => "hybrid" };
+        idle.AcceptOnlyFromAmong("poll", "hybrid", "halt");
+        var pin = new Option<bool>("--pin") { Description = "Pin each CPU's threads to a core (default)" };
+        var noPin = new Option<bool>("--no-pin") { Description = "Do not pin" };
+        var priorities = new Option<string>("--priorities") { Description = "OS priorities to ask for: none, nice (default) or fifo", DefaultValueFactory = _ => "nice" };
+        priorities.AcceptOnlyFromAmong("none", "nice", "fifo");
+        var cpuNice = new Option<int>("--cpu-nice") { Description = "Nice of cpu/N (default -10)", DefaultValueFactory = _ => -10 };
+        var ksoftirqdNice = new Option<int>("--ksoftirqd-nice") { Description = "Nice of ksoftirqd/N (default 19; 0 as current Linux)", DefaultValueFactory = _ => 19 };
+        var letKsoftirqd = new Option<bool>("--let-ksoftirqd-do-its-job") { Description = "While ksoftirqd runs, irq exit leaves it all but HI and TASKLET (default true; false as Linux 6.5+)", DefaultValueFactory = _ => true };
+        var work = new Option<double>("--work-us") { Description = "Simulated work per event in the bottom half, µs (default 0)", DefaultValueFactory = _ => 0 };
+        var watchdog = new Option<double?>("--wq-watchdog-ms") { Description = "Workqueue stall watchdog threshold, ms (default 30000; 500 with --fault stuck-work)" };
+        var faults = new Option<string[]>("--fault") { Description = $"Inject a fault (repeatable): {FaultPlan.Help}", AllowMultipleArgumentsPerToken = true };
+        var seed = new Option<int>("--seed") { Description = "Seed of Poisson arrivals (default 1)", DefaultValueFactory = _ => 1 };
+        var drain = new Option<double>("--drain-timeout") { Description = "Seconds to wait after generation for every event to be handled; what is left is lost (default 30)", DefaultValueFactory = _ => 30 };
+        var json = new Option<string?>("--json") { Description = "Write the report as JSON (schemaVersion 1) to this file" };
+        var csv = new Option<string?>("--csv") { Description = "Write one CSV row per path (and run) to this file" };
+        var plot = new Option<string?>("--plot") { Description = "Write PNG latency CDFs and histograms per path into this directory" };
+        var compare = new Option<string?>("--compare") { Description = "Run the storm twice and print B/A ratios: key=A,B with key idle, pin, priorities, arrival, cpus, ksoftirqd-nice, let-ksoftirqd, work-us (e.g. idle=poll,halt)" };
+        var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
+        var brief = new Option<bool>("--brief") { Description = "Leave out the placements and /proc tables" };
+
+        var command = new Command("storm", "Drive synthetic interrupt storms through a driver of each bottom-half kind (hard IRQ, tasklet, softirq, threaded IRQ, bound/unbound/BH workqueue, NAPI NIC on loopback UDP) and report latency, accounting, /proc tables, ksoftirqd, NAPI, CPU time and OS placement.")
+        {
+            preset, cpus, duration, warmup, rate, rates, arrival, burst, paths, idle, pin, noPin, priorities, cpuNice, ksoftirqdNice,
+            letKsoftirqd, work, watchdog, faults, seed, drain, json, csv, plot, compare, noProgress, brief,
+        };
+        command.SetAction(parse =>
+        {
+            var console = CliApp.Console;
+            StormSettings settings;
+            (string Key, string A, string B)? comparison = null;
+            try
+            {
+                if (parse.GetValue(pin) && parse.GetValue(noPin))
+                {
+                    throw new FormatException("--pin and --no-pin together");
+                }
+                string presetName = parse.GetValue(preset)!;
+                var p = StormPresets.Get(presetName);
+                var faultPlan = FaultPlan.Parse(parse.GetValue(faults) ?? []);
+                var pathList = StormPresets.ParsePaths(parse.GetValue(paths) is { Length: > 0 } given ? given : ["all"]);
+                double perPath = parse.GetValue(rate) ?? p.Rate;
+                if (!double.IsFinite(perPath) || perPath <= 0)
+                {
+                    throw new FormatException("--rate must be positive");
+                }
+                var rateTable = StormPathKinds.All.ToDictionary(k => k, _ => perPath);
+                foreach (var (kind, r) in StormPresets.ParseRates(parse.GetValue(rates) ?? []))
+                {
+                    rateTable[kind] = r;
+                }
+                settings = new StormSettings
+                {
+                    Preset = presetName,
+                    Cpus = Positive(parse.GetValue(cpus) ?? Environment.ProcessorCount, "--cpus", 1024),
+                    Duration = Seconds(parse.GetValue(duration) ?? p.Duration.TotalSeconds, "--duration", allowZero: false),
+                    Warmup = Seconds(parse.GetValue(warmup) ?? p.Warmup.TotalSeconds, "--warmup", allowZero: true),
+                    Rates = rateTable,
+                    Arrival = parse.GetValue(arrival) is { } a ? Enum.Parse<StormArrival>(a, ignoreCase: true) : p.Arrival,
+                    BurstLength = Positive(parse.GetValue(burst) ?? p.Burst, "--burst", 1 << 20),
+                    Paths = pathList.Count > 0 ? pathList : throw new FormatException("--paths: no path chosen"),
+                    IdlePolicy = Enum.Parse<IdlePolicy>(parse.GetValue(idle)!, ignoreCase: true),
+                    Pin = !parse.GetValue(noPin),
+                    Priorities = Enum.Parse<PriorityPolicy>(parse.GetValue(priorities)!, ignoreCase: true),
+                    CpuNice = Nice(parse.GetValue(cpuNice), "--cpu-nice"),
+                    KsoftirqdNice = Nice(parse.GetValue(ksoftirqdNice), "--ksoftirqd-nice"),
+                    LetKsoftirqdDoItsJob = parse.GetValue(letKsoftirqd),
+                    Work = TimeSpan.FromMicroseconds(parse.GetValue(work) is var w && w >= 0 && double.IsFinite(w) ? w : throw new FormatException("--work-us must be 0 or more")),
+                    WatchdogThreshold = TimeSpan.FromMilliseconds(parse.GetValue(watchdog) ?? (faultPlan.StuckWork ? 500 : 30_000)),
+                    Faults = faultPlan,
+                    Seed = parse.GetValue(seed),
+                    DrainTimeout = Seconds(parse.GetValue(drain), "--drain-timeout", allowZero: false),
+                };
+                if (settings.WatchdogThreshold <= TimeSpan.Zero)
+                {
+                    throw new FormatException("--wq-watchdog-ms must be positive");
+                }
+                if (parse.GetValue(compare) is { } spec)
+                {
+                    comparison = ParseCompare(spec);
+                    _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.A);
+                    _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.B);
+                }
+            }
+            catch (Exception e) when (e is FormatException or ArgumentException)
+            {
+                console.MarkupLine($"[red]error:[/] {Markup.Escape(e.Message)}");
+                return ExitUsage;
+            }
+
+            return Execute(console, settings, comparison, parse.GetValue(json), parse.GetValue(csv), parse.GetValue(plot),
+                progress: !parse.GetValue(noProgress), full: !parse.GetValue(brief));
+        });
+        return command;
+    }
+
+    private static int Execute(IAnsiConsole console, StormSettings settings, (string Key, string A, string B)? comparison,
+        string? json, string? csv, string? plotDir, bool progress, bool full)
+    {
+        var startedAt = DateTimeOffset.UtcNow;
+        var runs = new List<StormRunResult>();
+        var sets = comparison is { } c
+            ? new[] { ($"{c.Key}={c.A}", StormCompare.Apply(settings, c.Key, c.A)), ($"{c.Key}={c.B}", StormCompare.Apply(settings, c.Key, c.B)) }
+            : new[] { ("storm", settings) };
+        foreach (var (label, s) in sets)
+        {
+            console.MarkupLine(Markup.Escape($"deferrt storm{(label == "storm" ? "" : " [" + label + "]")}: {StormRunner.Describe(s)}; paths {string.Join(",", s.Paths.Select(p => p.CliName()))}, {s.TotalRate:N0} events/s in all"));
+            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress));
+            ConsoleReport.Render(console, run, full && comparison is null);
+            runs.Add(run);
+        }
+        ComparisonResult? compared = null;
+        if (comparison is { } cmp)
+        {
+            compared = CompareReport.Build(cmp.Key, runs[0], runs[1]);
+            console.WriteLine();
+            CompareReport.Render(console, compared);
+        }
+        int exit = runs.All(r => r.Passed) ? 0 : ExitFailed;
+        if (json is not null)
+        {
+            FileReports.WriteJson(json, new StormDocument(StormDocument.CurrentSchemaVersion, "storm", comparison is null ? "single" : "compare", startedAt, exit, runs, compared));
+            console.MarkupLine(Markup.Escape($"wrote {json}"));
+        }
+        if (csv is not null)
+        {
+            FileReports.WriteCsv(csv, runs);
+            console.MarkupLine(Markup.Escape($"wrote {csv}"));
+        }
+        if (plotDir is not null)
+        {
+            int files = runs.Sum(r => PlotReport.Write(plotDir, r).Count);
+            console.MarkupLine(Markup.Escape($"wrote {files} PNGs to {plotDir}"));
+        }
+        return exit;
+    }
+
+    private static (string Key, string A, string B) ParseCompare(string spec)
+    {
+        int eq = spec.IndexOf('=', StringComparison.Ordinal);
+        string[] values = eq > 0 ? spec[(eq + 1)..].Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) : [];
+        if (eq <= 0 || values.Length != 2)
+        {
+            throw new FormatException($"--compare {spec}: expected key=A,B (e.g. idle=poll,halt)");
+        }
+        return (spec[..eq].Trim().ToLowerInvariant(), values[0], values[1]);
+    }
+
+    private static int Positive(int value, string name, int max) =>
+        value >= 1 && value <= max ? value : throw new FormatException($"{name} must be 1 to {max.ToString(CultureInfo.InvariantCulture)}");
+
+    private static int Nice(int value, string name) =>
+        value is >= -20 and <= 19 ? value : throw new FormatException($"{name} must be -20 to 19");
+
+    private static TimeSpan Seconds(double value, string name, bool allowZero) =>
+        double.IsFinite(value) && (value > 0 || (allowZero && value == 0)) && value <= 86_400
+            ? TimeSpan.FromSeconds(value)
+            : throw new FormatException($"{name} must be {(allowZero ? "0 or more" : "positive")} seconds");
+}
+
+/// <summary>The option sets --compare can vary.</summary>
+internal static class StormCompare
+{
+    public static StormSettings Apply(StormSettings s, string key, string value)
+    {
+        string v = value.Trim().ToLowerInvariant();
+        return key switch
+        {
+            "idle" or "idle-policy" => s with { IdlePolicy = Enum.TryParse<IdlePolicy>(v, ignoreCase: true, out var p) && Enum.IsDefined(p) ? p : throw Bad(key, value, "poll, hybrid, halt") },
+            "pin" => s with { Pin = OnOff(key, value) },
+            "priorities" => s with { Priorities = Enum.TryParse<PriorityPolicy>(v, ignoreCase: true, out var pr) && Enum.IsDefined(pr) ? pr : throw Bad(key, value, "none, nice, fifo") },
+            "arrival" => s with { Arrival = Enum.TryParse<StormArrival>(v, ignoreCase: true, out var a) && Enum.IsDefined(a) ? a : throw Bad(key, value, "constant, poisson, bursty") },
+            "cpus" => s with { Cpus = int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n is >= 1 and <= 1024 ? n : throw Bad(key, value, "1 to 1024") },
+            "ksoftirqd-nice" => s with { KsoftirqdNice = int.TryParse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int nice) && nice is >= -20 and <= 19 ? nice : throw Bad(key, value, "-20 to 19") },
+            "let-ksoftirqd" => s with { LetKsoftirqdDoItsJob = OnOff(key, value) },
+            "work-us" => s with { Work = double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double us) && us >= 0 && double.IsFinite(us) ? TimeSpan.FromMicroseconds(us) : throw Bad(key, value, "0 or more µs") },
+            _ => throw new FormatException($"--compare: unknown key '{key}'; expected idle, pin, priorities, arrival, cpus, ksoftirqd-nice, let-ksoftirqd or work-us"),
+        };
+    }
+
+    private static bool OnOff(string key, string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "on" or "true" or "yes" or "1" => true,
+        "off" or "false" or "no" or "0" => false,
+        _ => throw Bad(key, value, "on, off"),
+    };
+
+    private static FormatException Bad(string key, string value, string expected) => new($"--compare {key}: '{value}' is not one of {expected}");
+}
