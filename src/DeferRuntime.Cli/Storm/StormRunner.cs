@@ -311,7 +311,8 @@ internal sealed class StormRunner
                     SoftnetSqueeze(runtime) - softnetBefore, stats.KernelDrops, nic.Window, nic.WindowStalls, nic.LateArrivals, nic.BadFrames);
                 identities.Add(Identity("napi: device interrupts = delivered + coalesced + latched", interrupts == delivered + coalesced + latched,
                     $"{interrupts:N0} = {delivered:N0} + {coalesced:N0} + {latched:N0}"));
-                identities.Add(Identity("napi: frames polled = datagrams handled", packets == handled, $"{packets:N0} = {handled:N0}"));
+                identities.Add(Identity("napi: packets NAPI counted = handled + charge of polls that threw", packets == handled + nic.FaultCharge,
+                    $"{packets:N0} = {handled:N0} + {nic.FaultCharge:N0}"));
                 identities.Add(Identity("napi: no frame corrupt", nic.BadFrames == 0, $"{nic.BadFrames} bad frames"));
                 identities.Add(Identity("napi: the kernel dropped no datagram", stats.KernelDrops is null or 0,
                     stats.KernelDrops is null ? "not visible here (no /proc/net/udp)" : $"{stats.KernelDrops} dropped at the socket"));

@@ -42,6 +42,7 @@ internal sealed class NapiNicPath : StormPath
     private long _badFrames; // poll
     private long _topEntry; // top half -> poll: entry stamp of the top half that moved _topFrames
     private int _topFrames; // top half -> poll: frames that top half moved (they get a top-half latency)
+    private long _faultCharge; // poll: packets net_rx_action charged for polls that threw beyond their real work
     private long _windowStalls; // sender
     private long _lateArrivals; // sender
     private long _phaseStart, _phaseEnd; // sender: the measured phase's generation interval
@@ -76,6 +77,9 @@ internal sealed class NapiNicPath : StormPath
 
     public long BadFrames => Volatile.Read(ref _badFrames);
 
+    /// <summary>Packets NAPI counted for polls that threw, beyond the frames those polls processed.</summary>
+    public long FaultCharge => Volatile.Read(ref _faultCharge);
+
     public long WindowStalls => Volatile.Read(ref _windowStalls);
 
     public long LateArrivals => Volatile.Read(ref _lateArrivals);
@@ -108,6 +112,7 @@ internal sealed class NapiNicPath : StormPath
     {
         base.BeginMeasurement();
         _measureFrom = Interlocked.Read(ref _sent);
+        _faultCharge = 0;
         _baseline = _nic.GetStats();
         _napiBaseline = _napi.GetStats();
         LineBaseline = Runtime.Irqs.GetStats(Irq);
@@ -251,6 +256,8 @@ internal sealed class NapiNicPath : StormPath
         }
         if (fault)
         {
+            // net_rx_action charges a poll that threw its whole weight (it cannot know the real work).
+            Volatile.Write(ref _faultCharge, _faultCharge + (budget - work));
             ThrowInjected();
         }
         return work;
