@@ -215,6 +215,10 @@ internal sealed class StormRunner
             {
                 Thread.Sleep(5);
             }
+            if (measured && _paths.All(p => p.Drained))
+            {
+                Settle(runtime);
+            }
             if (generator is not null && !generator.IsCompleted)
             {
                 problems.Add($"{phase}: the generator had not handed over its backlog after the drain timeout ({_s.DrainTimeout.TotalSeconds:0.#} s)");
@@ -243,6 +247,46 @@ internal sealed class StormRunner
             nic?.StopSending();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Every event is handled, but the counters that describe how may still be moving: a replayed edge that
+    /// found the FIFO empty may be running, the NIC's device thread counts an interrupt before it asserts,
+    /// NET_RX counts a poll's packets after it returns. Wait (a hang guard, not a timing check) until the
+    /// lines are idle and those counters agree, so the identities are read at rest.
+    /// </summary>
+    private void Settle(Runtime runtime)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (!Settled(runtime) && deadline.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            Thread.Sleep(5);
+        }
+    }
+
+    private bool Settled(Runtime runtime)
+    {
+        foreach (var path in _paths)
+        {
+            if (path is LinePath { Baseline: { } b } line)
+            {
+                var now = runtime.Irqs.GetStats(line.Irq);
+                if (now.InProgress || now.Pending || now.Asserts - b.Asserts != (now.Runs - b.Runs) + (now.Coalesced - b.Coalesced))
+                {
+                    return false;
+                }
+            }
+            else if (path is NapiNicPath { NicBaseline: { } nb, NapiBaseline: { } napiBefore } nic)
+            {
+                var stats = nic.NicStats;
+                if (stats.Interrupts - nb.Interrupts != (stats.Delivered - nb.Delivered) + (stats.Coalesced - nb.Coalesced) + (stats.Latched - nb.Latched) ||
+                    nic.NapiStats.Packets - napiBefore.Packets != nic.Handled + nic.FaultCharge)
+                {
+                    return false;
+                }
+            }
+        }
+        return true;
     }
 
     private static CpuSnapshot Snapshot(VirtualCpu cpu) => new(

@@ -116,7 +116,7 @@ public sealed class StormCommandTests : IDisposable
     [Fact]
     public void Throwing_handlers_are_survived_and_every_throw_is_reported()
     {
-        var (exit, output, json) = Run("--fault", "throw-every=25");
+        var (exit, output, json) = Run("--fault", "throw-every=10");
         Assert.True(exit == 0, output);
         var run = json.GetProperty("runs")[0];
         var faults = run.GetProperty("faults");
@@ -171,8 +171,9 @@ public sealed class StormCommandTests : IDisposable
     [Fact]
     public void Events_not_handled_by_the_drain_timeout_are_lost_and_the_exit_code_says_so()
     {
-        // 20 ms of work per event in one work item: 0.3 s of events needs seconds, the drain allows 50 ms.
-        var (exit, output, json) = Run("--paths", "wq-bound", "--rate", "200", "--work-us", "20000", "--drain-timeout", "0.05", "--warmup", "0");
+        // Half a second of work per event: even the first event (the generator always makes one) cannot be
+        // done by the end of 0.3 s of storm plus a 50 ms drain, however fast or slow the machine.
+        var (exit, output, json) = Run("--paths", "wq-bound", "--rate", "10", "--work-us", "500000", "--drain-timeout", "0.05", "--warmup", "0");
         Assert.Equal(1, exit);
         Assert.Equal(1, json.GetProperty("exitCode").GetInt32());
         var run = json.GetProperty("runs")[0];

@@ -47,7 +47,8 @@ internal sealed class StuckWorkFault : IDisposable
 
     private void OnFault(object? sender, FaultRecord record)
     {
-        if (record.Source == WatchdogSource && _watchdogReport is null && Volatile.Read(ref _stuckAt) != 0 && Volatile.Read(ref _releasedAt) == 0)
+        // Only the report naming our item: on a loaded machine another pool may be reported too.
+        if (record.Source == WatchdogSource && _watchdogReport is null && record.Exception.Message.Contains("'storm-stuck'", StringComparison.Ordinal))
         {
             _watchdogReport = record.Exception.Message;
         }
