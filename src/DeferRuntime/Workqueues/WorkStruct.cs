@@ -47,7 +47,9 @@ public class WorkStruct
     internal PoolWorkqueue? Pwq; // L: pwq of the queued instance (kept while it runs)
     internal Worker? ScheduledOn; // L: the worker whose scheduled list holds it (ListKind.Scheduled)
     internal int Color; // L: flush color of the queued instance
-    internal int Running; // A: instances running now (more than one only for instances of different workqueues)
+    internal Worker? CurrentWorker; // L (of the pool it runs on), read lock-free: the worker running the tracked instance
+    internal int Untracked; // A: instances running while a tracked one ran (for other workqueues): rare
+    internal long UntrackedCompletedSeq; // A: atomic max of the SEQs of untracked instances that completed
     internal WorkerPool? LastPool; // A (written under that pool's lock): the pool it last started on (the kernel's pool id in work->data)
     internal int Canceling; // A: a cancel_work_sync() holds PENDING and waits (WORK_OFFQ_CANCELING)
     internal WorkqueueSubsystem? Owner; // A: the runtime it was last queued on (whose waiters flush it)
@@ -70,7 +72,7 @@ public class WorkStruct
     /// <summary>work_busy(): pending and/or running right now; a racy snapshot for diagnostics only.</summary>
     public WorkBusy Busy =>
         (IsPending ? WorkBusy.Pending : WorkBusy.None) |
-        (Volatile.Read(ref Running) != 0 ? WorkBusy.Running : WorkBusy.None);
+        (IsRunning ? WorkBusy.Running : WorkBusy.None);
 
     internal long Seq => Volatile.Read(ref State) >> SeqShift;
 
@@ -106,7 +108,7 @@ public class WorkStruct
             // flush_work() of a delayed item whose timer is armed: that instance is on no pwq yet, so, as
             // the kernel's start_flush_work() does, wait only for an instance running now, if any.
             // (flush_delayed_work() is the call that fires the timer at once and waits for the run.)
-            if (Volatile.Read(ref Running) == 0)
+            if (!IsRunning)
             {
                 return false;
             }
@@ -127,7 +129,7 @@ public class WorkStruct
     /// </summary>
     internal bool IsFlushed(long target)
     {
-        if (Volatile.Read(ref CompletedSeq) >= target)
+        if (Completed >= target)
         {
             return true;
         }
@@ -138,8 +140,14 @@ public class WorkStruct
         // The target was skipped (or ran). After it left the pending state only later instances can
         // start, so: a started instance newer than the target, or the latest started one completed.
         long running = Volatile.Read(ref RunningSeq);
-        return running > target || Volatile.Read(ref CompletedSeq) >= running;
+        return running > target || Completed >= running;
     }
+
+    /// <summary>Some instance runs now (tracked or untracked): the lock-free gate of find_worker_executing_work. Lock-free.</summary>
+    internal bool IsRunning => Volatile.Read(ref CurrentWorker) is not null || Volatile.Read(ref Untracked) != 0;
+
+    /// <summary>The highest SEQ known completed, tracked or untracked. Lock-free.</summary>
+    internal long Completed => Math.Max(Volatile.Read(ref CompletedSeq), Volatile.Read(ref UntrackedCompletedSeq));
 
     /// <summary>
     /// cancel_work(): takes the item off its queue if it is pending; does not wait for a running
@@ -189,7 +197,7 @@ public class WorkStruct
     }
 
     /// <summary>No instance is running (the latest started one completed). Lock-free.</summary>
-    private bool IsIdleNow() => Volatile.Read(ref Running) == 0 && Volatile.Read(ref CompletedSeq) >= Volatile.Read(ref RunningSeq);
+    private bool IsIdleNow() => !IsRunning && Completed >= Volatile.Read(ref RunningSeq);
 
     /// <summary>Raises <paramref name="field"/> to <paramref name="value"/> unless it is already higher (an atomic max: instances on different pools finish in any order).</summary>
     internal static void RaiseTo(ref long field, long value)

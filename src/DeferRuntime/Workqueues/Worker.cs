@@ -449,9 +449,21 @@ internal sealed class Worker : ISleepNotifier
         CurrentWork = work;
         CurrentPwq = pwq;
         // Every start is recorded, as the kernel's busy_hash and work->data pool: a queuer that finds the
-        // item running reads LastPool and looks there for its worker (find_worker_executing_work). The
-        // count goes up before PENDING is cleared below, so a queuer that then sets PENDING sees it.
-        Interlocked.Increment(ref work.Running);
+        // item running reads LastPool and looks there for its worker (find_worker_executing_work). Both
+        // marks are written before PENDING is cleared below, so a queuer that then sets PENDING sees them,
+        // and so does the next start (which can only follow that queue). Tracked: no instance runs, so
+        // this one is CurrentWorker, with plain stores (one workqueue's instances never overlap, and
+        // tracked ones follow each other in SEQ order). Untracked: an instance for another workqueue runs
+        // (which the kernel allows); counted atomically, a rare path.
+        bool tracked = work.CurrentWorker is null;
+        if (tracked)
+        {
+            Volatile.Write(ref work.CurrentWorker, this);
+        }
+        else
+        {
+            Interlocked.Increment(ref work.Untracked);
+        }
         Volatile.Write(ref work.LastPool, pool);
         Stamp++;
         pool.Started++;
@@ -500,11 +512,20 @@ internal sealed class Worker : ISleepNotifier
         ClearFlags(FlagCpuIntensive);
         CurrentWork = null;
         CurrentPwq = null;
-        // Completed before the running count drops: once it is 0 a new instance may start (here or,
-        // for another workqueue, elsewhere) and its own completion must be the one that stays. Atomic
-        // max: instances of different workqueues can finish in any order.
-        WorkStruct.RaiseTo(ref work.CompletedSeq, seq);
-        Interlocked.Decrement(ref work.Running);
+        // Completed before the running marks drop: once they do, a new instance may start and its own
+        // completion must be the one that stays. Tracked instances are the only writers of CompletedSeq
+        // and follow each other in SEQ order, so a plain store; an untracked one may finish before or
+        // after a tracked one with a lower SEQ, so it keeps its own maximum, which readers combine.
+        if (tracked)
+        {
+            Volatile.Write(ref work.CompletedSeq, seq);
+            Volatile.Write(ref work.CurrentWorker, null);
+        }
+        else
+        {
+            WorkStruct.RaiseTo(ref work.UntrackedCompletedSeq, seq);
+            Interlocked.Decrement(ref work.Untracked);
+        }
         pool.Completions++;
         pwq.Executed++;
         pwq.DecInFlight(color, active: true);

@@ -382,9 +382,14 @@ internal sealed class WorkerPool
     public Worker? FindWorkerExecuting(WorkStruct work)
     {
         AssertLocked();
-        if (Volatile.Read(ref work.Running) == 0)
+        if (!work.IsRunning)
         {
             return null;
+        }
+        // PERF: the tracked instance's worker first, the common case.
+        if (Volatile.Read(ref work.CurrentWorker) is { } current && ReferenceEquals(current.Pool, this) && ReferenceEquals(current.CurrentWork, work))
+        {
+            return current;
         }
         if (BhWorker is { } bh)
         {

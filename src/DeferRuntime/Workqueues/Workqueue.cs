@@ -248,9 +248,10 @@ public sealed partial class Workqueue : IDisposable
         }
         var pwq = _unbound ? Pwqs[0] : Pwqs[cpu.Id];
         var pool = pwq.Pool;
-        // PERF: a worker counts the item running before it clears PENDING, and we set PENDING after that,
-        // so 0 here means no instance runs now, and none can start while we hold PENDING.
-        bool runningElsewhere = Volatile.Read(ref work.Running) != 0 && Volatile.Read(ref work.LastPool) is { } other && !ReferenceEquals(other, pool);
+        // PERF: a worker marks the item running (CurrentWorker or the untracked count) before it clears
+        // PENDING, and we set PENDING after that, so no mark here means no instance runs now, and none can
+        // start while we hold PENDING.
+        bool runningElsewhere = work.IsRunning && Volatile.Read(ref work.LastPool) is { } other && !ReferenceEquals(other, pool);
         if (!runningElsewhere && pool.AcceptsIncoming && Volatile.Read(ref pool.Queue.Running) != 0 && (Volatile.Read(ref _drainers) | Volatile.Read(ref _destroying)) == 0)
         {
             QueueIncoming(cpu, pwq, work, caller, fromTimer);
