@@ -1,5 +1,6 @@
 using System.CommandLine;
 using DeferRuntime.Cli.Storm;
+using DeferRuntime.Cli.Torture;
 using Spectre.Console;
 
 namespace DeferRuntime.Cli;
@@ -21,7 +22,7 @@ internal static class CliApp
         var root = new RootCommand("deferrt: the DeferRuntime tool. The Linux kernel's interrupt and deferred-work machinery in user space, driven and measured.")
         {
             StormCommand.Create(),
-            // The torture half registers here: TortureCommand.Create(),
+            TortureCommand.Create(),
         };
         return root;
     }
@@ -63,7 +64,7 @@ internal static class CliApp
                 {
                     config.Error.WriteLine($"error: {error.Message}");
                 }
-                config.Error.WriteLine("run 'deferrt storm --help' for the options");
+                config.Error.WriteLine($"run 'deferrt {(args.Length > 0 ? args[0] : "storm")} --help' for the options");
                 return StormCommand.ExitUsage;
             }
             return parse.Invoke(config);
