@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using DeferRuntime.Cli.Storm;
+using DeferRuntime.Cli.Storm.Faults;
 using DeferRuntime.Torture;
 using Spectre.Console;
 
@@ -28,19 +29,22 @@ internal static class TortureCommand
         var seed = new Option<int?>("--seed") { Description = "Seed of the random delays (default: random, printed)" };
         var busted = new Option<bool>("--busted") { Description = "Add lock_busted, a lock that does not exclude: the run must report it failing (proves the checker)" };
         var faultEvery = new Option<int>("--fault-every") { Description = "Tasklet callbacks, work functions and softirq handlers throw every Nth call (default 0: off)", DefaultValueFactory = _ => 0 };
+        var faults = new Option<string[]>("--fault") { Description = "After the suites, run a fault test (repeatable, comma-separated): irq-none (the spurious detector must disable the line), self-raising-softirq (ksoftirqd must take over, work must progress), stuck-work (the stall watchdog must report it, other pools must run), throw-every=N (as --fault-every)", AllowMultipleArgumentsPerToken = true };
         var noPin = new Option<bool>("--no-pin") { Description = "Do not pin threads (shuffles then only move them between virtual CPUs)" };
         var json = new Option<string?>("--json") { Description = "Write the report as JSON to this file" };
 
         var command = new Command("torture", "locktorture-style runs of every lock type (writers 2x CPUs, stutter, shuffle, long holds; per-thread counts, '???' when max/2 > min, Fail count, '!!!' on failure), and the same for tasklets, workqueues and shutdown under load. Exit 0 only when every check holds.")
         {
-            types, suites, cpus, writers, readers, duration, stutter, shuffle, longHold, longHoldP, seed, busted, faultEvery, noPin, json,
+            types, suites, cpus, writers, readers, duration, stutter, shuffle, longHold, longHoldP, seed, busted, faultEvery, faults, noPin, json,
         };
         command.SetAction(parse =>
         {
             var console = CliApp.Console;
             TortureOptions options;
+            FaultPlan faultPlan;
             try
             {
+                faultPlan = FaultPlan.Parse(parse.GetValue(faults) ?? []);
                 options = new TortureOptions
                 {
                     LockTypes = SplitList(parse.GetValue(types), "all"),
@@ -55,7 +59,7 @@ internal static class TortureCommand
                     LongHoldProbability = parse.GetValue(longHoldP),
                     Seed = parse.GetValue(seed),
                     Busted = parse.GetValue(busted),
-                    FaultEvery = parse.GetValue(faultEvery),
+                    FaultEvery = parse.GetValue(faultEvery) is > 0 and var every ? every : checked((int)faultPlan.ThrowEvery),
                     Pinning = !parse.GetValue(noPin),
                 };
                 options.Validate();
@@ -79,12 +83,13 @@ internal static class TortureCommand
             console.WriteLine();
             console.Write(new Text(report.Render()));
             console.WriteLine();
+            bool faultsHeld = FaultTorture.Run(faultPlan, options.CpuCount, console);
             if (parse.GetValue(json) is { } jsonPath)
             {
                 File.WriteAllText(jsonPath, report.ToJson());
                 console.WriteLine($"JSON report: {jsonPath}");
             }
-            return report.Passed ? 0 : StormCommand.ExitFailed;
+            return report.Passed && faultsHeld ? 0 : StormCommand.ExitFailed;
         });
         return command;
     }

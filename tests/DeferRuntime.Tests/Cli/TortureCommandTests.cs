@@ -50,7 +50,23 @@ public sealed class TortureCommandTests : IDisposable
         Assert.Contains(json.GetProperty("failures").EnumerateArray(), f => f.GetString()!.Contains("lock_busted", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void Each_injected_fault_is_caught_by_the_mechanism_it_targets()
+    {
+        var (exit, output, _) = Run("--types", "spin_lock", "--suites", "locks", "--fault", "irq-none,self-raising-softirq,stuck-work");
+        Assert.True(exit == 0, output);
+        Assert.Contains("nobody cared", output, StringComparison.Ordinal);
+        Assert.Contains("self-raising-softirq-torture: held: ksoftirqd/0 took over", output, StringComparison.Ordinal);
+        Assert.Contains("BUG: workqueue lockup", output, StringComparison.Ordinal);
+        foreach (string fault in new[] { "irq-none", "self-raising-softirq", "stuck-work" })
+        {
+            Assert.Contains($"{fault}-torture:--- End of test: SUCCESS", output, StringComparison.Ordinal);
+        }
+        Assert.DoesNotContain("!!!", output, StringComparison.Ordinal);
+    }
+
     [Theory]
+    [InlineData("--fault", "no-such-fault")]
     [InlineData("--suites", "everything")]
     [InlineData("--types", "no_such_lock")]
     [InlineData("--duration", "0")]
