@@ -146,16 +146,10 @@ internal sealed class Rescuer
         while (_worker.ScheduledHead is { } work)
         {
             pool.Unlink(work);
-            var collision = pool.FindWorkerExecuting(work);
-            if (collision is not null && !ReferenceEquals(collision, _worker))
+            if (!pool.HandToExecutingWorker(work, _worker))
             {
-                WorkerPool.Append(work, ref collision.ScheduledHead, ref collision.ScheduledTail);
-                work.ListKind = WorkListKind.Scheduled;
-                work.ScheduledOn = collision;
-                work.QueuedPool = pool;
-                continue;
+                _worker.ProcessOne(work, ctx);
             }
-            _worker.ProcessOne(work, ctx);
         }
     }
 

@@ -413,13 +413,8 @@ internal sealed class Worker : ISleepNotifier
     {
         var pool = Pool;
         pool.Unlink(work);
-        var collision = pool.FindWorkerExecuting(work);
-        if (collision is not null && !ReferenceEquals(collision, this))
+        if (pool.HandToExecutingWorker(work, this))
         {
-            WorkerPool.Append(work, ref collision.ScheduledHead, ref collision.ScheduledTail);
-            work.ListKind = WorkListKind.Scheduled;
-            work.ScheduledOn = collision;
-            work.QueuedPool = pool;
             return;
         }
         ProcessOne(work, ctx);

@@ -405,6 +405,25 @@ internal sealed class WorkerPool
         return Rescuing is { } rescuer && ReferenceEquals(rescuer.CurrentWork, work) ? rescuer : null;
     }
 
+    /// <summary>
+    /// assign_work()'s collision half: if another worker of this pool is running <paramref name="work"/>
+    /// (a re-queue of a running item), the unlinked item goes to that worker's scheduled list, so it
+    /// never runs concurrently with itself. Returns false if <paramref name="self"/> may run it. Under the lock.
+    /// </summary>
+    public bool HandToExecutingWorker(WorkStruct work, Worker self)
+    {
+        var collision = FindWorkerExecuting(work);
+        if (collision is null || ReferenceEquals(collision, self))
+        {
+            return false;
+        }
+        Append(work, ref collision.ScheduledHead, ref collision.ScheduledTail);
+        work.ListKind = WorkListKind.Scheduled;
+        work.ScheduledOn = collision;
+        work.QueuedPool = this;
+        return true;
+    }
+
     // ---- the worklist ----
 
     /// <summary>Appends an active item to the worklist (insert_work).</summary>
