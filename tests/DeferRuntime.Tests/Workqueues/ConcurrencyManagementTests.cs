@@ -289,25 +289,9 @@ public class ConcurrencyManagementTests
     public void Stall_watchdog_reports_a_pool_that_makes_no_progress()
     {
         using var rt = TestRuntime.Boot(1, o => o.WorkqueueWatchdogThreshold = TimeSpan.FromMilliseconds(100));
-        var warm = new WorkStruct(_ => { }, "warm");
-        rt.SystemWq.Queue(warm);
-        warm.FlushWork();
-        var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
-        Wait.Until(() => pool.Counts.Idle == pool.Counts.Workers, "the pool to go idle");
-        int workers = pool.Counts.Workers;
-
-        rt.Wq.HoldWorkerCreation = true;
         var gate = new Completion();
         var started = new StrongBox<int>();
-        for (int i = 0; i < workers; i++)
-        {
-            rt.SystemWq.Queue(WqTest.Blocker(gate, started, $"stuck{i}"));
-            if (i < workers - 1)
-            {
-                int expected = i + 1;
-                Wait.Until(() => started.Value == expected, "a blocker to start");
-            }
-        }
+        int workers = WqTest.StallCpu0Pool(rt, gate, started).Blockers;
         // The last blocker waits: its worker is stuck managing, no rescuer: the pool stalls.
         Wait.Until(() => rt.Faults.Recent.Any(r => r.Source == "workqueue watchdog"), "the watchdog to report the stall");
         var report = rt.Faults.Recent.First(r => r.Source == "workqueue watchdog").Exception.Message;

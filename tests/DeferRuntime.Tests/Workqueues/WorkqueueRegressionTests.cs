@@ -75,8 +75,9 @@ public class WorkqueueRegressionTests
         a.Flush();
 
         Assert.True(b.QueueOn(0, x)); // still running for b on CPU 1: goes behind that run
-        // A window for a wrong start to happen in; the test cannot fail by it being short, only miss.
-        Thread.Sleep(200);
+        // Sent to the worker running it (find_worker_executing_work), on its scheduled list: proof that
+        // it waits behind that run, with no time window to hope a wrong start would fall in.
+        Wait.Until(() => Volatile.Read(ref x.ScheduledOn) is { } worker && ReferenceEquals(worker.CurrentWork, x), "x to wait on the scheduled list of the worker running it for b");
         Assert.Equal(1, Volatile.Read(ref startedB));
         gateB.CompleteAll();
         b.Flush();
@@ -211,25 +212,9 @@ public class WorkqueueRegressionTests
     public void A_manager_caught_by_shutdown_does_not_spin_holding_the_pool_lock()
     {
         var rt = TestRuntime.Boot(1, o => o.ShutdownTimeout = TimeSpan.FromMilliseconds(500));
-        var warm = new WorkStruct(_ => { }, "warm");
-        rt.SystemWq.Queue(warm);
-        warm.FlushWork();
-        var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
-        Wait.Until(() => pool.Counts.Idle == pool.Counts.Workers, "the pool to go idle");
-        int workers = pool.Counts.Workers;
-        rt.Wq.HoldWorkerCreation = true;
         var gate = new Completion();
         var started = new StrongBox<int>();
-        for (int i = 0; i < workers; i++)
-        {
-            rt.SystemWq.Queue(WqTest.Blocker(gate, started, $"stuck{i}"));
-            if (i < workers - 1)
-            {
-                // The last one finds no idle worker in reserve: its worker becomes the manager instead.
-                int expected = i + 1;
-                Wait.Until(() => started.Value == expected, "a blocker to start");
-            }
-        }
+        var pool = WqTest.StallCpu0Pool(rt, gate, started).Pool;
         Wait.Until(() => { pool.Lock(); bool managing = pool.ManagerActive; pool.Unlock(); return managing; }, "a worker to become the manager");
         Assert.Throws<TimeoutException>(rt.Dispose); // the drain times out: the blockers are stuck
 

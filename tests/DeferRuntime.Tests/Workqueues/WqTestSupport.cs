@@ -21,6 +21,32 @@ internal static class WqTest
     public static void UntilWaiters(Runtime rt, int count, string what) =>
         Wait.Until(() => rt.Wq.WaiterCount >= count, what);
 
+    /// <summary>
+    /// Stalls CPU 0's normal pool of <paramref name="rt"/>: with worker creation held back, one blocker
+    /// per existing worker; all but the last start, and the last finds no idle worker in reserve, so its
+    /// worker becomes the manager and fails to create one. Returns the pool and the number of blockers.
+    /// </summary>
+    public static (WorkerPool Pool, int Blockers) StallCpu0Pool(Runtime rt, Completion gate, StrongBox<int> started)
+    {
+        var warm = new WorkStruct(_ => { }, "warm");
+        rt.SystemWq.Queue(warm);
+        warm.FlushWork();
+        var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
+        Wait.Until(() => pool.Counts.Idle == pool.Counts.Workers, "the pool to go idle");
+        int workers = pool.Counts.Workers;
+        rt.Wq.HoldWorkerCreation = true;
+        for (int i = 0; i < workers; i++)
+        {
+            rt.SystemWq.Queue(Blocker(gate, started, $"stuck{i}"));
+            if (i < workers - 1)
+            {
+                int expected = i + 1;
+                Wait.Until(() => started.Value == expected, "a blocker to start");
+            }
+        }
+        return (pool, workers);
+    }
+
     /// <summary>An item that counts its runs and then blocks on <paramref name="gate"/> (a runtime primitive, so the pool sees it sleep).</summary>
     public static WorkStruct Blocker(Completion gate, StrongBox<int> started, string name) =>
         new(_ =>
