@@ -59,6 +59,33 @@ internal static class SuiteSupport
         }
     }
 
+    /// <summary>
+    /// One storm test's life: boots the run's runtime, storms it with the test <paramref name="create"/>
+    /// makes, shuts the runtime down (what that throws is a problem of the test), stops counting injected
+    /// faults, and only then reads the result, so it counts what ran during the shutdown too.
+    /// </summary>
+    public static TResult Run<TResult>(TortureRun run, Func<TortureRun, Runtime, IStormTest<TResult>> create)
+    {
+        var runtime = run.Boot();
+        IStormTest<TResult>? test = null;
+        var problems = new List<string>();
+        TimeSpan ran = TimeSpan.Zero;
+        try
+        {
+            test = create(run, runtime);
+            ran = test.Torture(problems);
+        }
+        finally
+        {
+            Shutdown(runtime, problems);
+            test?.Faults.Dispose();
+        }
+        using (test)
+        {
+            return test.Result(ran, problems);
+        }
+    }
+
     /// <summary>Runtime.Dispose(), with what it throws recorded as a problem of the test rather than thrown.</summary>
     public static void Shutdown(Runtime runtime, List<string> problems)
     {
@@ -73,4 +100,17 @@ internal static class SuiteSupport
             problems.Add($"Runtime.Dispose(): {e.GetType().Name}: {e.Message}");
         }
     }
+}
+
+/// <summary>A test that storms one runtime for <see cref="SuiteSupport.Run"/>: the load, then the result once the runtime is down.</summary>
+internal interface IStormTest<out TResult> : IDisposable
+{
+    /// <summary>The fault injector, disposed once the runtime is down (before the result is read).</summary>
+    FaultInjector Faults { get; }
+
+    /// <summary>Runs the load for the test's duration, adding what went wrong to <paramref name="problems"/>; returns how long it ran.</summary>
+    TimeSpan Torture(List<string> problems);
+
+    /// <summary>The result, read after the runtime has shut down.</summary>
+    TResult Result(TimeSpan ran, List<string> problems);
 }

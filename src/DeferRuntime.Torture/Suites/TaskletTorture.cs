@@ -23,7 +23,7 @@ namespace DeferRuntime.Torture.Suites;
 /// (bounded only to catch a hang), and at the end every tasklet must have served its last generation. A
 /// lost SCHED bit (set but never queued) stops all later runs of the tasklet, which this catches.</para>
 /// </remarks>
-internal sealed class TaskletTorture : IDisposable
+internal sealed class TaskletTorture : IStormTest<TaskletTortureResult>
 {
     private readonly TortureRun _run;
     private readonly Runtime _runtime;
@@ -77,31 +77,13 @@ internal sealed class TaskletTorture : IDisposable
         }
     }
 
-    public static TaskletTortureResult Run(TortureRun run)
-    {
-        var runtime = run.Boot();
-        TaskletTorture? test = null;
-        var problems = new List<string>();
-        TimeSpan ran = TimeSpan.Zero;
-        try
-        {
-            test = new TaskletTorture(run, runtime);
-            ran = test.Torture(problems);
-        }
-        finally
-        {
-            SuiteSupport.Shutdown(runtime, problems);
-            test?._faults.Dispose();
-        }
-        using (test)
-        {
-            return test!.Result(ran, problems);
-        }
-    }
+    public static TaskletTortureResult Run(TortureRun run) => SuiteSupport.Run(run, static (r, runtime) => new TaskletTorture(r, runtime));
+
+    public FaultInjector Faults => _faults;
 
     public void Dispose() => _control.Dispose();
 
-    private TimeSpan Torture(List<string> problems)
+    public TimeSpan Torture(List<string> problems)
     {
         var threads = new LoadThreads();
         for (int i = 0; i < _schedulers; i++)
@@ -252,7 +234,7 @@ internal sealed class TaskletTorture : IDisposable
         return ref t_rng;
     }
 
-    private TaskletTortureResult Result(TimeSpan ran, List<string> problems)
+    public TaskletTortureResult Result(TimeSpan ran, List<string> problems)
     {
         long schedules = _schedules.Sum() + Interlocked.Read(ref _chained);
         long runs = _subjects.Sum(s => Interlocked.Read(ref s.Runs));

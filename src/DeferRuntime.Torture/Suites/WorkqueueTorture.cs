@@ -30,7 +30,7 @@ namespace DeferRuntime.Torture.Suites;
 /// own number, so the numbers are the queueing order of the instances that run; runs must see them
 /// increase. A function with no number left (a run of an instance never accepted) counts as out of order.</para>
 /// </remarks>
-internal sealed class WorkqueueTorture : IDisposable
+internal sealed class WorkqueueTorture : IStormTest<WorkqueueTortureResult>
 {
     private const int ItemsPerQueue = 8;
     private const int FirstDelayed = 6; // items 6 and 7 of bound and unbound workqueues are delayed_work
@@ -146,31 +146,13 @@ internal sealed class WorkqueueTorture : IDisposable
         Running = new int[(cpus + 1) * Stride],
     };
 
-    public static WorkqueueTortureResult Run(TortureRun run)
-    {
-        var runtime = run.Boot();
-        WorkqueueTorture? test = null;
-        var problems = new List<string>();
-        TimeSpan ran = TimeSpan.Zero;
-        try
-        {
-            test = new WorkqueueTorture(run, runtime);
-            ran = test.Torture(problems);
-        }
-        finally
-        {
-            SuiteSupport.Shutdown(runtime, problems);
-            test?._faults.Dispose();
-        }
-        using (test)
-        {
-            return test!.Result(ran, problems);
-        }
-    }
+    public static WorkqueueTortureResult Run(TortureRun run) => SuiteSupport.Run(run, static (r, runtime) => new WorkqueueTorture(r, runtime));
+
+    public FaultInjector Faults => _faults;
 
     public void Dispose() => _control.Dispose();
 
-    private TimeSpan Torture(List<string> problems)
+    public TimeSpan Torture(List<string> problems)
     {
         var threads = new LoadThreads();
         for (int i = 0; i < _stormers; i++)
@@ -452,7 +434,7 @@ internal sealed class WorkqueueTorture : IDisposable
         return ref t_rng;
     }
 
-    private WorkqueueTortureResult Result(TimeSpan ran, List<string> problems)
+    public WorkqueueTortureResult Result(TimeSpan ran, List<string> problems)
     {
         var stats = _queues.Select(q => new WorkqueueStats
         {
