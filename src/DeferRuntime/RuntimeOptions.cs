@@ -109,6 +109,16 @@ public sealed class RuntimeOptions
     /// </summary>
     public TimeSpan WorkqueueCpuIntensiveThreshold { get; set; } = TimeSpan.FromMilliseconds(10);
 
+    /// <summary>
+    /// Concurrency management for items that block outside the runtime's primitives (default on, Linux).
+    /// The kernel's scheduler tells a pool at once when any of its workers sleeps; here only
+    /// <see cref="Locking"/> primitives and msleep do. With this on, the workqueue ticker also counts out a
+    /// worker that the OS reports sleeping and that used no CPU for two ticks (Thread.Sleep, Monitor,
+    /// Task.Wait, blocking I/O), so the next item on its pool starts within a few milliseconds instead of
+    /// waiting for the blocked one. Off: such an item holds its CPU's pool until it returns.
+    /// </summary>
+    public bool WorkqueueDetectBlockedOutside { get; set; } = true;
+
     internal void Validate()
     {
         if (WorkqueueIdleTimeout <= TimeSpan.Zero)

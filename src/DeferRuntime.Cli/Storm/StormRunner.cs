@@ -55,6 +55,8 @@ internal sealed class StormRunner
             LetKsoftirqdDoItsJob = _s.LetKsoftirqdDoItsJob,
             IrqTimeAccounting = true,
             WorkqueueWatchdogThreshold = _s.WatchdogThreshold,
+            // The stuck-work fault blocks where the pool must not see it (see StuckWorkFault).
+            WorkqueueDetectBlockedOutside = !_s.Faults.StuckWork,
         };
         var runtime = Runtime.Boot(options);
         SpuriousLineFault? irqNone = null;

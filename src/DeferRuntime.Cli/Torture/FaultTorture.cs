@@ -45,7 +45,7 @@ internal static class FaultTorture
         }
         if (plan.StuckWork)
         {
-            held &= Test(console, "stuck-work", cpus, TimeSpan.FromMilliseconds(500), runtime =>
+            held &= Test(console, "stuck-work", cpus, TimeSpan.FromMilliseconds(500), detectBlocked: false, runtime =>
             {
                 using var fault = new StuckWorkFault(runtime, runtime.SystemWq, Ceiling);
                 fault.Start();
@@ -61,11 +61,14 @@ internal static class FaultTorture
         return held;
     }
 
-    private static bool Test(IAnsiConsole console, string name, int cpus, TimeSpan watchdog, Func<Runtime, (string Check, bool Holds, string Detail)[]> body)
+    private static bool Test(IAnsiConsole console, string name, int cpus, TimeSpan watchdog, Func<Runtime, (string Check, bool Holds, string Detail)[]> body) =>
+        Test(console, name, cpus, watchdog, detectBlocked: true, body);
+
+    private static bool Test(IAnsiConsole console, string name, int cpus, TimeSpan watchdog, bool detectBlocked, Func<Runtime, (string Check, bool Holds, string Detail)[]> body)
     {
         console.WriteLine($"[fault] {name}: starting");
         (string Check, bool Holds, string Detail)[] checks;
-        var runtime = Runtime.Boot(new RuntimeOptions { CpuCount = cpus, WorkqueueWatchdogThreshold = watchdog });
+        var runtime = Runtime.Boot(new RuntimeOptions { CpuCount = cpus, WorkqueueWatchdogThreshold = watchdog, WorkqueueDetectBlockedOutside = detectBlocked });
         try
         {
             checks = body(runtime);

@@ -27,7 +27,11 @@ internal sealed class Worker : ISleepNotifier
     public const int FlagPrep = 1 << 3; // WORKER_PREP: not processing (idle, managing, rescuer)
     public const int FlagCpuIntensive = 1 << 6; // WORKER_CPU_INTENSIVE: running an item that does not count
     public const int FlagUnbound = 1 << 7; // WORKER_UNBOUND: unbound pools are not concurrency managed
-    public const int NotRunning = FlagPrep | FlagCpuIntensive | FlagUnbound; // WORKER_NOT_RUNNING
+    // Not the kernel's: the item blocked in the OS outside the runtime's primitives (Thread.Sleep, Monitor,
+    // a socket), which the kernel's scheduler hook would have seen at once and the ticker sees within a few
+    // ticks. Like CPU_INTENSIVE it holds until the item returns.
+    public const int FlagBlockedOutside = 1 << 8;
+    public const int NotRunning = FlagPrep | FlagCpuIntensive | FlagUnbound | FlagBlockedOutside; // WORKER_NOT_RUNNING
 
     /// <summary>CREATE_COOLDOWN: how long a manager waits after a failed worker creation (HZ, 1 s).</summary>
     private const long CreateCooldownNs = 1_000_000_000;
@@ -94,6 +98,9 @@ internal sealed class Worker : ISleepNotifier
     public long Stamp; // W: bumped at each item start and each wake from a sleep
     public long TickStamp = -1, TickSince; // T: the ticker's last view of Stamp, and the worker's CPU time (or the wall clock) then
     public int CpuClock = ThreadCpuClock.None; // I (set by the thread at start): its CPU-time clock, for the ticker
+    public string? StatPath; // I (set by the thread at start): where the ticker reads whether it is blocked in the OS
+    public long TickCpuNs; // T: the worker's CPU time at the ticker's previous look
+    public int BlockedTicks; // T: consecutive ticks that found it blocked in the OS without using CPU
 
     public bool IsIdle => (Flags & FlagIdle) != 0;
 
@@ -210,6 +217,7 @@ internal sealed class Worker : ISleepNotifier
         ThreadContext.Attach(ctx);
         t_current = this;
         Volatile.Write(ref CpuClock, ThreadCpuClock.Create());
+        Volatile.Write(ref StatPath, ThreadRunState.StatPathOfCurrentThread());
         try
         {
             Place(pool);
@@ -504,7 +512,7 @@ internal sealed class Worker : ISleepNotifier
         }
 
         pool.Lock();
-        ClearFlags(FlagCpuIntensive);
+        ClearFlags(FlagCpuIntensive | FlagBlockedOutside);
         CurrentWork = null;
         CurrentPwq = null;
         // Completed before the running marks drop: once they do, a new instance may start and its own

@@ -129,6 +129,7 @@ internal sealed class WorkerPool
     public long CreationRequestedSince; // L: when (the mayday clock of a pool whose first worker does not come)
     public long Started; // L: items started (progress for the watchdog)
     public long Completions; // L: items finished, for shutdown's quiescence check
+    public long BlockedOutside; // L: workers the ticker counted out for blocking outside the runtime's primitives
     public long RetiredCpuNs; // A: CPU time of workers that have exited (VirtualCpu.GetCpuTime)
     public Worker? Rescuing; // L: a rescuer attached to this pool right now
 

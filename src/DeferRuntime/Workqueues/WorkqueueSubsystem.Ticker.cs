@@ -8,7 +8,8 @@ namespace DeferRuntime.Workqueues;
 // every millisecond while any pool is busy and parks otherwise (until the next idle worker could retire).
 //   - kthreadd: creates the first worker of a pool on its first use;
 //   - wq_worker_tick(): a worker running one item for the cpu-intensive threshold (10 ms) without
-//     sleeping is marked CPU_INTENSIVE, stops counting in nr_running, and its pool is kicked;
+//     sleeping is marked CPU_INTENSIVE, stops counting in nr_running, and its pool is kicked; one blocked
+//     in the OS outside the runtime's primitives is counted out the same way (the scheduler hook's job);
 //   - pool_mayday_timeout(): a pool whose manager has failed to create a worker for MAYDAY_INITIAL_TIMEOUT
 //     (10 ms) sends mayday for every waiting item of a MemReclaim workqueue, then every MAYDAY_INTERVAL;
 //   - idle_worker_timeout(): idle workers beyond two (too_many_workers) retire after the idle timeout;
@@ -18,10 +19,20 @@ internal sealed partial class WorkqueueSubsystem
     /// <summary>Idle ticks before the ticker parks: 10 ms of hysteresis.</summary>
     private const int LingerTicks = 10;
 
+    /// <summary>CPU time a worker may use over one tick and still read as blocked (the /proc read's own noise, wake-ups).</summary>
+    private const long BlockedCpuSlackNs = 50_000;
+
+    /// <summary>Consecutive blocked looks before a worker is counted out: a GC suspension or a page fault is not a block.</summary>
+    private const int BlockedTicksToCountOut = 2;
+
     private readonly Parker _tickerParker = new();
     private Thread? _ticker;
     private int _tickerIdle; // A: 1 while the ticker parks with no pool busy
     private volatile bool _tickerExit;
+    private long _tickerLooks;
+
+    /// <summary>Passes the ticker has made over the pools since boot (tests wait on it instead of on time).</summary>
+    public long TickerLooks => Volatile.Read(ref _tickerLooks);
 
     /// <summary>Starts the ticker thread (parked until a pool needs it); called once at boot.</summary>
     public void StartTicker()
@@ -66,6 +77,7 @@ internal sealed partial class WorkqueueSubsystem
         long maydayInterval = Stopwatch.Frequency / 10; // MAYDAY_INTERVAL: HZ / 10
         long idleTimeout = Ticks(options.WorkqueueIdleTimeout);
         long watchdog = Ticks(options.WorkqueueWatchdogThreshold);
+        bool detectBlocked = options.WorkqueueDetectBlockedOutside;
         var dying = new List<Worker>();
         var reports = new List<(int Cpu, string Message)>();
         int idleTicks = 0;
@@ -87,7 +99,7 @@ internal sealed partial class WorkqueueSubsystem
             long nextCull = long.MaxValue;
             foreach (var pool in Pools)
             {
-                busy |= TickPool(pool, now, intensive, maydayInitial, maydayInterval, watchdog, reports);
+                busy |= TickPool(pool, now, intensive, detectBlocked, maydayInitial, maydayInterval, watchdog, reports);
                 long wait = pool.IsBh ? 0 : pool.CullIdle(now, idleTimeout, dying);
                 if (wait > 0)
                 {
@@ -99,6 +111,7 @@ internal sealed partial class WorkqueueSubsystem
                 worker.Poke(); // it sees WORKER_DIE, detaches and exits
             }
             dying.Clear();
+            Volatile.Write(ref _tickerLooks, _tickerLooks + 1);
             foreach (var (cpu, message) in reports)
             {
                 Runtime.ReportWarning(cpu, "workqueue watchdog", message, Diagnostics.FaultKind.WorkqueueStall);
@@ -150,7 +163,7 @@ internal sealed partial class WorkqueueSubsystem
         pool.Hot.WorkHead is not null || Volatile.Read(ref pool.Queue.Incoming) is not null || pool.Hot.NrWorkers > pool.Hot.NrIdle || pool.CreationRequested || pool.Rescuing is not null;
 
     /// <summary>One tick of one pool; returns whether it is busy.</summary>
-    private bool TickPool(WorkerPool pool, long now, long intensive, long maydayInitial, long maydayInterval, long watchdog, List<(int, string)> reports)
+    private bool TickPool(WorkerPool pool, long now, long intensive, bool detectBlocked, long maydayInitial, long maydayInterval, long watchdog, List<(int, string)> reports)
     {
         Worker? toWake = null;
         bool create = false;
@@ -162,7 +175,7 @@ internal sealed partial class WorkqueueSubsystem
             create = pool.CreationRequested && pool.Hot.NrWorkers == 0;
             if (!pool.IsUnbound && !pool.IsBh)
             {
-                toWake = DetectCpuIntensive(pool, now, intensive);
+                toWake = TickWorkers(pool, now, intensive, detectBlocked);
             }
             // It spliced what queuers pushed: if nobody counted runs, make sure someone comes for it
             // (a kicked worker on its way is simply kicked again). Defense in depth: the push path's own
@@ -212,8 +225,15 @@ internal sealed partial class WorkqueueSubsystem
     /// it CPU_INTENSIVE, so it stops counting, and kick the pool. CPU time as the kernel's
     /// sum_exec_runtime (a worker that is merely preempted is not cpu-intensive); wall time where the
     /// platform has no per-thread CPU clock.
+    /// <para>
+    /// Also what the kernel's scheduler hook sees and a user-space pool cannot: an item blocked in the OS
+    /// outside the runtime's primitives (Thread.Sleep, Monitor.Wait, a blocking socket, Task.Wait). A
+    /// worker that used no CPU since the previous tick and that the OS reports sleeping, at two ticks in a
+    /// row, is counted out as wq_worker_sleeping() would have, and the pool is kicked. A worker that waits
+    /// for a core reads as runnable, not sleeping, so preemption is never taken for a block.
+    /// </para>
     /// </summary>
-    private static Worker? DetectCpuIntensive(WorkerPool pool, long now, long thresholdTicks)
+    private static Worker? TickWorkers(WorkerPool pool, long now, long thresholdTicks, bool detectBlocked)
     {
         Worker? toWake = null;
         foreach (var worker in pool.WorkersLocked)
@@ -221,6 +241,7 @@ internal sealed partial class WorkqueueSubsystem
             if (worker.CurrentWork is null || worker.IsSleeping || (worker.Flags & Worker.NotRunning) != 0)
             {
                 worker.TickStamp = -1;
+                worker.BlockedTicks = 0;
                 continue;
             }
             long cpuNs = ThreadCpuClock.ReadNs(Volatile.Read(ref worker.CpuClock));
@@ -231,7 +252,26 @@ internal sealed partial class WorkqueueSubsystem
             {
                 worker.TickStamp = stamp;
                 worker.TickSince = clock;
+                worker.TickCpuNs = cpuNs;
+                worker.BlockedTicks = 0;
                 continue;
+            }
+            if (detectBlocked && cpuNs >= 0)
+            {
+                bool idleCpu = cpuNs - worker.TickCpuNs < BlockedCpuSlackNs;
+                worker.TickCpuNs = cpuNs;
+                // PERF: /proc is read only for a worker that used no CPU over a whole tick.
+                if (idleCpu && ThreadRunState.IsBlocked(Volatile.Read(ref worker.StatPath)))
+                {
+                    if (++worker.BlockedTicks >= BlockedTicksToCountOut)
+                    {
+                        worker.SetFlags(Worker.FlagBlockedOutside);
+                        pool.BlockedOutside++;
+                        toWake = pool.KickPool() ?? toWake;
+                    }
+                    continue;
+                }
+                worker.BlockedTicks = 0;
             }
             if (clock - worker.TickSince >= threshold)
             {

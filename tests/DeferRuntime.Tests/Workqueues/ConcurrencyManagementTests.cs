@@ -64,6 +64,104 @@ public class ConcurrencyManagementTests
         rt.SystemWq.Flush();
     }
 
+    [Theory]
+    [InlineData("ManualResetEventSlim")]
+    [InlineData("Monitor.Wait")]
+    [InlineData("Task.Wait")]
+    public void On_one_cpu_an_item_blocked_outside_the_runtime_does_not_stop_the_next_item(string primitive)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return; // the OS's view of a thread's state is read from /proc
+        }
+        using var rt = TestRuntime.Boot(1);
+        using var gate = new ManualResetEventSlim();
+        var monitor = new object();
+        bool signalled = false;
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool released = false;
+        string? firstThread = null, secondThread = null;
+        // The first item blocks in a .NET primitive the runtime knows nothing about; only the ticker's look
+        // at the OS's thread state lets the pool start the second item, which is the one that releases it.
+        var first = new WorkStruct(_ =>
+        {
+            firstThread = Thread.CurrentThread.Name;
+            switch (primitive)
+            {
+                case "ManualResetEventSlim":
+                    released = gate.Wait(TimeSpan.FromSeconds(60));
+                    break;
+                case "Monitor.Wait":
+                    lock (monitor)
+                    {
+                        while (!signalled && Monitor.Wait(monitor, TimeSpan.FromSeconds(60)))
+                        {
+                        }
+                        released = signalled;
+                    }
+                    break;
+                default:
+                    released = tcs.Task.Wait(TimeSpan.FromSeconds(60));
+                    break;
+            }
+        }, "blocked-outside");
+        var second = new WorkStruct(_ =>
+        {
+            secondThread = Thread.CurrentThread.Name;
+            gate.Set();
+            lock (monitor)
+            {
+                signalled = true;
+                Monitor.PulseAll(monitor);
+            }
+            tcs.TrySetResult();
+        }, "releaser");
+
+        Assert.True(rt.SystemWq.QueueOn(0, first));
+        Assert.True(rt.SystemWq.QueueOn(0, second));
+        rt.SystemWq.Flush();
+        Assert.True(released, $"the first item was released by the second, not by its 60 s timeout ({primitive})");
+        Assert.NotEqual(firstThread, secondThread);
+        var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
+        pool.Lock();
+        long countedOut = pool.BlockedOutside;
+        int running = pool.Hot.NrRunning;
+        pool.Unlock();
+        Assert.True(countedOut >= 1, "the ticker counted the blocked worker out");
+        Assert.Equal(0, running); // re-counted when its item returned, then idle: nr_running back to zero
+    }
+
+    [Fact]
+    public void An_item_blocked_outside_the_runtime_holds_its_pool_when_the_detection_is_off()
+    {
+        using var rt = TestRuntime.Boot(1, o => o.WorkqueueDetectBlockedOutside = false);
+        using var gate = new ManualResetEventSlim();
+        using var firstBlocked = new ManualResetEventSlim();
+        int secondRan = 0;
+        var first = new WorkStruct(_ =>
+        {
+            firstBlocked.Set();
+            gate.Wait();
+        }, "blocked-outside");
+        var second = new WorkStruct(_ => Volatile.Write(ref secondRan, 1), "behind");
+        Assert.True(rt.SystemWq.QueueOn(0, first));
+        Assert.True(firstBlocked.Wait(TimeSpan.FromSeconds(60)));
+        Assert.True(rt.SystemWq.QueueOn(0, second));
+        // No window: wait for the ticker to look 20 more times (two blocked looks count a worker out when
+        // the detection is on; the count changes inside the tick), then nothing may have been counted out.
+        var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
+        long ticks = rt.Wq.TickerLooks;
+        Wait.Until(() => rt.Wq.TickerLooks >= ticks + 20, "20 ticker looks while the first item is blocked");
+        pool.Lock();
+        long countedOut = pool.BlockedOutside;
+        pool.Unlock();
+        Assert.Equal(0, countedOut);
+        Assert.Equal(0, Volatile.Read(ref secondRan));
+        gate.Set();
+        rt.SystemWq.Flush();
+        Assert.Equal(1, Volatile.Read(ref secondRan));
+    }
+
     [Fact]
     public void Items_that_do_not_block_run_one_after_another_on_one_worker()
     {

@@ -4,7 +4,7 @@ namespace DeferRuntime.Cli.Storm.Faults;
 /// <param name="ThrowEvery">throw-every=N: the handler run that completes every Nth event of a path throws (0: off).</param>
 /// <param name="IrqNone">irq-none: a screaming level line whose only handler returns IRQ_NONE; the spurious detector must disable it.</param>
 /// <param name="SelfRaisingSoftirq">self-raising-softirq: an IRQ_POLL action that raises itself on CPU 0; ksoftirqd/0 must take over, workers keep going.</param>
-/// <param name="StuckWork">stuck-work: a bound work item that blocks outside the runtime's primitives; the stall watchdog must report its pool, other pools keep running.</param>
+/// <param name="StuckWork">stuck-work: a bound work item that blocks outside the runtime's primitives, the detection of such blocks off for the run; the stall watchdog must report its pool, other pools keep running.</param>
 internal sealed record FaultPlan(long ThrowEvery, bool IrqNone, bool SelfRaisingSoftirq, bool StuckWork)
 {
     public static readonly FaultPlan None = new(0, false, false, false);

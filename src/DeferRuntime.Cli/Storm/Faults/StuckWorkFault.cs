@@ -5,10 +5,12 @@ using DeferRuntime.Workqueues;
 namespace DeferRuntime.Cli.Storm.Faults;
 
 /// <summary>
-/// --fault stuck-work: a work item on CPU 0's bound pool that blocks in a plain .NET wait, which the
-/// runtime cannot see (the user-space version of a work function that blocks without telling the
-/// scheduler): the pool believes its worker is running, starts nobody for the items queued behind it,
-/// and the stall watchdog reports "BUG: workqueue lockup". Other pools (high priority on the same CPU,
+/// --fault stuck-work: a work item on CPU 0's bound pool that blocks in a plain .NET wait, with the
+/// runtime's look at the OS's thread state turned off for the run
+/// (<see cref="RuntimeOptions.WorkqueueDetectBlockedOutside"/> false, set by whoever boots the runtime for
+/// this fault): the user-space version of a work function that blocks without telling the scheduler. The
+/// pool believes its worker is running, starts nobody for the items queued behind it, and the stall
+/// watchdog reports "BUG: workqueue lockup". Other pools (high priority on the same CPU,
 /// unbound) must keep running meanwhile: probe items are queued on them. The stuck item is released
 /// once the watchdog has reported and both probes have run (or at a hang-guard ceiling).
 /// </summary>
