@@ -495,7 +495,11 @@ public sealed partial class Workqueue : IDisposable
             QueueOwned(target, work, caller, fromTimer: false);
             return;
         }
-        if (((Volatile.Read(ref _drainers) | Volatile.Read(ref _destroyed)) != 0 && !MayQueueWhileDraining()) || _sub.IsStopping)
+        // A drain does not refuse the arming, only a queue: the kernel's __queue_delayed_work() arms the
+        // timer whatever the workqueue's state, and a timer that fires while the drain still runs is
+        // refused then (reported, as the kernel's WARN). A destroyed workqueue or a stopped runtime
+        // would never take the item, so that is refused now, where the caller can see it.
+        if (Volatile.Read(ref _destroyed) != 0 || _sub.IsStopping)
         {
             Refuse(target, work, caller, fromTimer: false);
             return;

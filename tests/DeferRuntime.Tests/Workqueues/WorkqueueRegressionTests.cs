@@ -270,4 +270,61 @@ public class WorkqueueRegressionTests
         Assert.NotNull(refused);
         Assert.Contains("is being drained", refused.Message, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// queue_delayed_work() during a drain arms the timer as the kernel's __queue_delayed_work() does (it
+    /// was refused here before); the item runs when it is queued after the drain has ended.
+    /// </summary>
+    [Fact]
+    public void Delayed_work_may_be_armed_during_a_drain_and_runs_after_it()
+    {
+        using var rt = TestRuntime.Boot(1);
+        var wq = rt.AllocWorkqueue("drained");
+        var release = new Completion();
+        var holder = new WorkStruct(_ => release.WaitForCompletion(), "holds the drain open");
+        int ran = 0;
+        var delayed = new DelayedWork(_ => Interlocked.Increment(ref ran), "armed during the drain");
+        Assert.True(wq.Queue(holder));
+        var drain = new Thread(wq.Drain) { IsBackground = true };
+        drain.Start();
+        Wait.Until(() => wq.IsDraining, "the drain to begin");
+        Assert.True(wq.QueueDelayed(delayed, TimeSpan.FromHours(1))); // from a thread of no CPU: not chained, armed anyway
+        Assert.True(delayed.IsTimerPending);
+        release.Complete();
+        Assert.True(drain.Join(TimeSpan.FromSeconds(60)), "the drain ends");
+        Assert.True(delayed.FlushDelayedWork()); // queues it now, the drain being over
+        Assert.Equal(1, Volatile.Read(ref ran));
+        Assert.Equal(0, rt.Faults.Count);
+        wq.Destroy();
+    }
+
+    /// <summary>A delayed item whose timer fires while the drain still runs is refused then, reported, and not left pending.</summary>
+    [Fact]
+    public void Delayed_work_firing_during_a_drain_is_reported_and_dropped()
+    {
+        using var rt = TestRuntime.Boot(1);
+        var wq = rt.AllocWorkqueue("drained");
+        var release = new Completion();
+        var holder = new WorkStruct(_ => release.WaitForCompletion(), "holds the drain open");
+        int ran = 0;
+        var delayed = new DelayedWork(_ => Interlocked.Increment(ref ran), "fires during the drain");
+        Assert.True(wq.Queue(holder));
+        var drain = new Thread(wq.Drain) { IsBackground = true };
+        drain.Start();
+        Wait.Until(() => wq.IsDraining, "the drain to begin");
+        Assert.True(wq.QueueDelayed(delayed, 1));
+        Wait.Until(() => rt.Faults.Recent.Any(f => f.Source == "workqueue 'drained'"), "the timer to fire into the drain");
+        Assert.False(delayed.IsPending);
+        Assert.False(delayed.FlushWork()); // nothing to wait for: the instance was refused
+        release.Complete();
+        Assert.True(drain.Join(TimeSpan.FromSeconds(60)), "the drain ends");
+        var fault = rt.Faults.Recent.Single(f => f.Source == "workqueue 'drained'");
+        Assert.Contains("is being drained", fault.Exception.Message, StringComparison.Ordinal);
+        Assert.Contains("delayed_work_timer_fn()", fault.Exception.Message, StringComparison.Ordinal);
+        Assert.Equal(0, Volatile.Read(ref ran));
+        Assert.True(wq.QueueDelayed(delayed, 0)); // usable again
+        wq.Flush();
+        Assert.Equal(1, Volatile.Read(ref ran));
+        wq.Destroy();
+    }
 }
