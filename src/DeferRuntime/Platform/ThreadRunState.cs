@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace DeferRuntime.Platform;
 
@@ -17,12 +18,36 @@ internal static partial class ThreadRunState
         OperatingSystem.IsLinux() ? $"/proc/self/task/{GetTid()}/stat" : null;
 
     /// <summary>
-    /// True when the thread of <paramref name="statPath"/> sleeps in the kernel (state S or D); false when
-    /// it runs, waits for a core, has exited, or the state cannot be read.
+    /// Opens the state file of a thread (kept open and re-read from offset 0, which regenerates it, so a
+    /// look allocates nothing), or null where it cannot be opened.
     /// </summary>
-    public static bool IsBlocked(string? statPath)
+    public static SafeFileHandle? Open(string? statPath)
     {
         if (statPath is null)
+        {
+            return null;
+        }
+        try
+        {
+            return File.OpenHandle(statPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        }
+        catch (IOException)
+        {
+            return null; // the thread has exited
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// True when the thread whose state file <paramref name="stat"/> is sleeps in the kernel (state S or
+    /// D); false when it runs, waits for a core, has exited, or the state cannot be read.
+    /// </summary>
+    public static bool IsBlocked(SafeFileHandle? stat)
+    {
+        if (stat is null)
         {
             return false;
         }
@@ -30,16 +55,11 @@ internal static partial class ThreadRunState
         int read;
         try
         {
-            using var handle = File.OpenHandle(statPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            read = RandomAccess.Read(handle, buffer, 0);
+            read = RandomAccess.Read(stat, buffer, 0);
         }
         catch (IOException)
         {
-            return false; // the thread exited between the look and the read
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return false;
+            return false; // the thread exited between the look and the read (ESRCH)
         }
         // "tid (comm) S ...": comm may hold spaces and parentheses, so the state follows the last ')'.
         var text = buffer[..read];

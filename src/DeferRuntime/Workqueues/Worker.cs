@@ -99,6 +99,7 @@ internal sealed class Worker : ISleepNotifier
     public long TickStamp = -1, TickSince; // T: the ticker's last view of Stamp, and the worker's CPU time (or the wall clock) then
     public int CpuClock = ThreadCpuClock.None; // I (set by the thread at start): its CPU-time clock, for the ticker
     public string? StatPath; // I (set by the thread at start): where the ticker reads whether it is blocked in the OS
+    public Microsoft.Win32.SafeHandles.SafeFileHandle? StatHandle; // L: that file, opened by the ticker at its first look, closed at detach
     public long TickCpuNs; // T: the worker's CPU time at the ticker's previous look
     public int BlockedTicks; // T: consecutive ticks that found it blocked in the OS without using CPU
 

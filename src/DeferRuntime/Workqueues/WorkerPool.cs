@@ -650,6 +650,8 @@ internal sealed class WorkerPool
         AssertLocked();
         _workers.Remove(worker);
         _ids[worker.Id] = false;
+        worker.StatHandle?.Dispose();
+        worker.StatHandle = null;
     }
 
     /// <summary>

@@ -261,7 +261,7 @@ internal sealed partial class WorkqueueSubsystem
                 bool idleCpu = cpuNs - worker.TickCpuNs < BlockedCpuSlackNs;
                 worker.TickCpuNs = cpuNs;
                 // PERF: /proc is read only for a worker that used no CPU over a whole tick.
-                if (idleCpu && ThreadRunState.IsBlocked(Volatile.Read(ref worker.StatPath)))
+                if (idleCpu && ThreadRunState.IsBlocked(worker.StatHandle ??= ThreadRunState.Open(Volatile.Read(ref worker.StatPath))))
                 {
                     if (++worker.BlockedTicks >= BlockedTicksToCountOut)
                     {
