@@ -64,7 +64,8 @@ internal static class LatencyMode
                 var sampler = new Sampler(path, probe, maxGapNs);
                 long[] samplesOf = path.Samples is { } n && n < buffer.Length ? buffer[..n] : buffer;
                 long warmupEnd = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
-                for (int i = 0; i < warmup || Stopwatch.GetTimestamp() < warmupEnd; i++)
+                int warmupOf = path.Warmup ?? warmup;
+                for (int i = 0; i < warmupOf || Stopwatch.GetTimestamp() < warmupEnd; i++)
                 {
                     sampler.One();
                 }

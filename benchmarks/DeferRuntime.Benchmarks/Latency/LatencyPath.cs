@@ -26,6 +26,9 @@ internal abstract class LatencyPath : IDisposable
     /// <summary>Measured samples for this path, when it differs from the command line's (slow, idle paths).</summary>
     public virtual int? Samples => null;
 
+    /// <summary>Warm-up samples for this path, when it differs from the command line's (slow paths); at least 1 s of warm-up either way.</summary>
+    public virtual int? Warmup => null;
+
     /// <summary>Samples for a path with an idle gap: about 4 s of gaps, at most 40,000 (null: the command line's).</summary>
     protected static int? IdleSamples(long idleGapNs) => idleGapNs == 0 ? null : (int)Math.Min(40_000, 4_000_000_000 / idleGapNs);
 
@@ -50,6 +53,9 @@ internal abstract class LatencyPath : IDisposable
         new WorkqueuePath(idleGapNs: 1_000_000),
         new ThreadPoolPath(idleGapNs: 1_000_000),
         new RawFutexWakePath(gapNs: 1_000_000),
+        new BlockedWorkqueuePath(runtimePrimitive: true),
+        new BlockedWorkqueuePath(runtimePrimitive: false),
+        new BlockedThreadPoolPath(),
     ];
 }
 
