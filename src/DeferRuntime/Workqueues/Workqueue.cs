@@ -497,11 +497,12 @@ public sealed partial class Workqueue : IDisposable
         }
         // A drain does not refuse the arming, only a queue: the kernel's __queue_delayed_work() arms the
         // timer whatever the workqueue's state, and a timer that fires while the drain still runs is
-        // refused then (reported, as the kernel's WARN). A destroyed workqueue or a stopped runtime
+        // refused then (reported, as the kernel's WARN). A workqueue being destroyed (its drain can end
+        // only in the destroyed state, which refuses every queue, chained or not) or a stopped runtime
         // would never take the item, so that is refused now, where the caller can see it.
-        if (Volatile.Read(ref _destroyed) != 0 || _sub.IsStopping)
+        if ((Volatile.Read(ref _destroying) | Volatile.Read(ref _destroyed)) != 0 || _sub.IsStopping)
         {
-            Refuse(target, work, caller, fromTimer: false);
+            Refuse(target, work, caller, fromTimer: false, arming: true);
             return;
         }
         TimerList timer;
@@ -531,7 +532,7 @@ public sealed partial class Workqueue : IDisposable
         Volatile.Read(ref _destroyed) == 0 && Worker.Current is { CurrentPwq: { } running } && ReferenceEquals(running.Wq, this);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void Refuse(VirtualCpu cpu, WorkStruct work, string caller, bool fromTimer)
+    private void Refuse(VirtualCpu cpu, WorkStruct work, string caller, bool fromTimer, bool arming = false)
     {
         // The instance that was about to be queued counts as skipped, so a flush_work() waiting for it returns.
         Volatile.Write(ref work.SkippedSeq, work.Seq);
@@ -547,9 +548,11 @@ public sealed partial class Workqueue : IDisposable
             }
             error = new ObjectDisposedException(nameof(Runtime), message);
         }
-        else if (IsDestroyed)
+        else if (IsDestroyed || arming)
         {
-            message = $"{caller}: workqueue '{Name}' has been destroyed (destroy_workqueue()); work item '{work.Name}' cannot be queued on it.";
+            message = IsDestroyed
+                ? $"{caller}: workqueue '{Name}' has been destroyed (destroy_workqueue()); work item '{work.Name}' cannot be queued on it."
+                : $"{caller}: workqueue '{Name}' is being destroyed (destroy_workqueue()); the timer of work item '{work.Name}' would fire after it, into a workqueue that takes nothing.";
             error = new ObjectDisposedException(nameof(Workqueue), message);
         }
         else

@@ -292,7 +292,7 @@ public class WorkqueueRegressionTests
         Assert.True(delayed.IsTimerPending);
         release.Complete();
         Assert.True(drain.Join(TimeSpan.FromSeconds(60)), "the drain ends");
-        Assert.True(delayed.FlushDelayedWork()); // queues it now, the drain being over
+        delayed.FlushDelayedWork(); // queues it now, the drain being over, and waits (false if it already ran by the look)
         Assert.Equal(1, Volatile.Read(ref ran));
         Assert.Equal(0, rt.Faults.Count);
         wq.Destroy();
@@ -326,5 +326,42 @@ public class WorkqueueRegressionTests
         wq.Flush();
         Assert.Equal(1, Volatile.Read(ref ran));
         wq.Destroy();
+    }
+
+    /// <summary>
+    /// queue_delayed_work() while destroy_workqueue() drains, even from the workqueue's own item (chained):
+    /// its timer could only fire into the destroyed workqueue, so the call is refused where the caller sees it.
+    /// </summary>
+    [Fact]
+    public void Delayed_work_armed_during_a_destroy_is_refused_at_the_call()
+    {
+        using var rt = TestRuntime.Boot(1);
+        var wq = rt.AllocWorkqueue("destroyed");
+        var release = new Completion();
+        var delayed = new DelayedWork(_ => { }, "armed during the destroy");
+        Exception? refused = null;
+        var holder = new WorkStruct(_ =>
+        {
+            release.WaitForCompletion();
+            try
+            {
+                wq.QueueDelayed(delayed, 10); // chained, yet doomed: refused
+            }
+            catch (ObjectDisposedException e)
+            {
+                refused = e;
+            }
+        }, "holds the destroy open");
+        Assert.True(wq.Queue(holder));
+        var destroy = new Thread(wq.Destroy) { IsBackground = true };
+        destroy.Start();
+        Wait.Until(() => wq.IsDraining, "the destroy's drain to begin");
+        var foreign = Assert.Throws<ObjectDisposedException>(() => wq.QueueDelayed(delayed, TimeSpan.FromSeconds(1)));
+        Assert.Contains("is being destroyed", foreign.Message, StringComparison.Ordinal);
+        release.Complete();
+        Assert.True(destroy.Join(TimeSpan.FromSeconds(60)), "the destroy ends");
+        Assert.NotNull(refused);
+        Assert.False(delayed.IsPending);
+        Assert.Equal(0, rt.Faults.Count);
     }
 }
