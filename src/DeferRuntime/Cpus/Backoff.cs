@@ -29,7 +29,7 @@ internal struct Backoff
         }
         else
         {
-            Platform.Nap.Short();
+            ThreadContext.NapInSpinWait();
         }
         _round++;
     }

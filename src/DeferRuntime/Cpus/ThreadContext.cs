@@ -33,6 +33,13 @@ internal sealed class ThreadContext
     /// <summary>The worker pool to tell when this thread blocks and resumes (workers only), or null.</summary>
     public Locking.ISleepNotifier? SleepNotifier;
 
+    /// <summary>
+    /// Naps taken inside the runtime's spin-waits (a contended spinlock, a pool lock, a gate): the
+    /// thread is asleep in the OS, but in kernel terms it spins, so the workqueue ticker, which reads
+    /// this racily, must not take it for a worker blocked outside the runtime.
+    /// </summary>
+    public long SpinWaitNaps;
+
     /// <summary>The context of the calling thread, or null if it is bound to no CPU.</summary>
     public static ThreadContext? Current
     {
@@ -45,6 +52,16 @@ internal sealed class ThreadContext
 
     /// <summary>Unbinds the calling thread when it exits.</summary>
     public static void Detach() => t_current = null;
+
+    /// <summary>A short real sleep inside a runtime spin-wait (<see cref="Platform.Nap.Short"/>), counted in <see cref="SpinWaitNaps"/>.</summary>
+    public static void NapInSpinWait()
+    {
+        if (t_current is { } ctx)
+        {
+            Volatile.Write(ref ctx.SpinWaitNaps, ctx.SpinWaitNaps + 1);
+        }
+        Platform.Nap.Short();
+    }
 
     public bool InHardirq => (PreemptCount & Cpus.PreemptCount.HardirqMask) != 0;
     public bool InServingSoftirq => (PreemptCount & Cpus.PreemptCount.SoftirqOffset) != 0;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using DeferRuntime.Platform;
+using DeferRuntime.Cpus;
 
 namespace DeferRuntime.Locking;
 
@@ -237,7 +237,7 @@ public sealed partial class KernelSpinlock
             }
             else
             {
-                Nap.Short();
+                ThreadContext.NapInSpinWait();
             }
         }
     }

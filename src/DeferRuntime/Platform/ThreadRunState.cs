@@ -1,39 +1,30 @@
-using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
 namespace DeferRuntime.Platform;
 
 /// <summary>
-/// Whether another thread of this process is blocked in the OS, as the scheduler sees it: the state letter
-/// of /proc/self/task/TID/stat (S: interruptible sleep, D: uninterruptible; R: running or runnable). Linux
-/// only; elsewhere every thread reads as not blocked.
+/// Whether a thread of this process is blocked in the OS, as the scheduler sees it: the state letter of
+/// its /proc stat file (S: interruptible sleep, D: uninterruptible; R: running or runnable). The thread
+/// opens its own file (/proc/thread-self/stat, which names the task, so the handle stays that thread's
+/// whoever reads it) and any thread re-reads it from offset 0, which regenerates it: a look is one
+/// pread(2) and allocates nothing. Linux only; elsewhere every thread reads as not blocked.
 /// </summary>
-internal static partial class ThreadRunState
+internal static class ThreadRunState
 {
-    [LibraryImport("libc", EntryPoint = "gettid")]
-    private static partial int GetTid();
-
-    /// <summary>The path the ticker reads for the calling thread's state, or null where there is none.</summary>
-    public static string? StatPathOfCurrentThread() =>
-        OperatingSystem.IsLinux() ? $"/proc/self/task/{GetTid()}/stat" : null;
-
-    /// <summary>
-    /// Opens the state file of a thread (kept open and re-read from offset 0, which regenerates it, so a
-    /// look allocates nothing), or null where it cannot be opened.
-    /// </summary>
-    public static SafeFileHandle? Open(string? statPath)
+    /// <summary>Opens the calling thread's state file, or null where there is none (not Linux, no /proc).</summary>
+    public static SafeFileHandle? OpenForCurrentThread()
     {
-        if (statPath is null)
+        if (!OperatingSystem.IsLinux())
         {
             return null;
         }
         try
         {
-            return File.OpenHandle(statPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return File.OpenHandle("/proc/thread-self/stat", FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         }
         catch (IOException)
         {
-            return null; // the thread has exited
+            return null; // no /proc, or a kernel before 3.17 (no thread-self)
         }
         catch (UnauthorizedAccessException)
         {
@@ -42,8 +33,8 @@ internal static partial class ThreadRunState
     }
 
     /// <summary>
-    /// True when the thread whose state file <paramref name="stat"/> is sleeps in the kernel (state S or
-    /// D); false when it runs, waits for a core, has exited, or the state cannot be read.
+    /// True when the thread of <paramref name="stat"/> sleeps in the kernel (state S or D); false when it
+    /// runs, waits for a core, has exited (its handle closed or ESRCH), or the state cannot be read.
     /// </summary>
     public static bool IsBlocked(SafeFileHandle? stat)
     {
@@ -59,7 +50,11 @@ internal static partial class ThreadRunState
         }
         catch (IOException)
         {
-            return false; // the thread exited between the look and the read (ESRCH)
+            return false; // the thread exited (ESRCH)
+        }
+        catch (ObjectDisposedException)
+        {
+            return false; // the thread exited and closed its handle after the caller took it
         }
         // "tid (comm) S ...": comm may hold spaces and parentheses, so the state follows the last ')'.
         var text = buffer[..read];

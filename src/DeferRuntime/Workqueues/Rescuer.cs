@@ -104,7 +104,7 @@ internal sealed class Rescuer
         {
             pool.Lock();
             _worker.Pool = pool;
-            pool.Rescuing = _worker;
+            pool.Rescuers.Add(_worker); // several MemReclaim workqueues may rescue one pool at once, as in the kernel
             pool.SpliceIncoming();
             // Take this workqueue's items off the worklist (assign_work: one that another worker of the pool
             // is running goes to that worker instead), then run them.
@@ -130,7 +130,7 @@ internal sealed class Rescuer
                 _wq.Runtime.Wq.SendMayday(pwq);
             }
             var toWake = pool.KickPool();
-            pool.Rescuing = null;
+            pool.Rescuers.Remove(_worker);
             pool.Unlock();
             WorkerPool.WakeKicked(toWake);
         }

@@ -28,8 +28,9 @@ internal sealed class Worker : ISleepNotifier
     public const int FlagCpuIntensive = 1 << 6; // WORKER_CPU_INTENSIVE: running an item that does not count
     public const int FlagUnbound = 1 << 7; // WORKER_UNBOUND: unbound pools are not concurrency managed
     // Not the kernel's: the item blocked in the OS outside the runtime's primitives (Thread.Sleep, Monitor,
-    // a socket), which the kernel's scheduler hook would have seen at once and the ticker sees within a few
-    // ticks. Like CPU_INTENSIVE it holds until the item returns.
+    // a socket), which the kernel's scheduler hook would have seen at once (wq_worker_sleeping) and the
+    // ticker sees within a few ticks. Cleared, as wq_worker_running() would, when the ticker sees it run
+    // again, or when the item returns.
     public const int FlagBlockedOutside = 1 << 8;
     public const int NotRunning = FlagPrep | FlagCpuIntensive | FlagUnbound | FlagBlockedOutside; // WORKER_NOT_RUNNING
 
@@ -98,10 +99,11 @@ internal sealed class Worker : ISleepNotifier
     public long Stamp; // W: bumped at each item start and each wake from a sleep
     public long TickStamp = -1, TickSince; // T: the ticker's last view of Stamp, and the worker's CPU time (or the wall clock) then
     public int CpuClock = ThreadCpuClock.None; // I (set by the thread at start): its CPU-time clock, for the ticker
-    public string? StatPath; // I (set by the thread at start): where the ticker reads whether it is blocked in the OS
-    public Microsoft.Win32.SafeHandles.SafeFileHandle? StatHandle; // L: that file, opened by the ticker at its first look, closed at detach
-    public long TickCpuNs; // T: the worker's CPU time at the ticker's previous look
-    public int BlockedTicks; // T: consecutive ticks that found it blocked in the OS without using CPU
+    public ThreadContext? Context; // I (set by the thread at start): read racily by the ticker (its spin-wait naps)
+    public Microsoft.Win32.SafeHandles.SafeFileHandle? StatHandle; // I (opened by the thread at start, closed at its exit): its OS run state, for the ticker
+    public long TickCpuNs, TickSpinNaps; // T: the worker's CPU time and spin-wait naps at the ticker's previous look
+    public int BlockedLooks; // T: consecutive looks that found it blocked in the OS without using CPU
+    public long BlockedSince; // T: the first of those looks
 
     public bool IsIdle => (Flags & FlagIdle) != 0;
 
@@ -218,7 +220,8 @@ internal sealed class Worker : ISleepNotifier
         ThreadContext.Attach(ctx);
         t_current = this;
         Volatile.Write(ref CpuClock, ThreadCpuClock.Create());
-        Volatile.Write(ref StatPath, ThreadRunState.StatPathOfCurrentThread());
+        Volatile.Write(ref Context, ctx);
+        Volatile.Write(ref StatHandle, ThreadRunState.OpenForCurrentThread());
         try
         {
             Place(pool);
@@ -232,6 +235,8 @@ internal sealed class Worker : ISleepNotifier
             {
                 Interlocked.Add(ref pool.RetiredCpuNs, cpuNs);
             }
+            // A ticker reading it right now keeps it alive (SafeHandle's count) and then reads "not blocked".
+            StatHandle?.Dispose();
             ctx.SleepNotifier = null;
             t_current = null;
             ThreadContext.Detach();

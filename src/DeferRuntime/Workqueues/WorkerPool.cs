@@ -131,7 +131,7 @@ internal sealed class WorkerPool
     public long Completions; // L: items finished, for shutdown's quiescence check
     public long BlockedOutside; // L: workers the ticker counted out for blocking outside the runtime's primitives
     public long RetiredCpuNs; // A: CPU time of workers that have exited (VirtualCpu.GetCpuTime)
-    public Worker? Rescuing; // L: a rescuer attached to this pool right now
+    public readonly List<Worker> Rescuers = new(1); // L: rescuers attached to this pool right now (one per MemReclaim workqueue at most)
 
     public long LastMayday; // T
     public long WatchdogStarted; // T: Started when last seen to move
@@ -178,7 +178,7 @@ internal sealed class WorkerPool
             }
             else
             {
-                Platform.Nap.Short();
+                ThreadContext.NapInSpinWait();
             }
         }
     }
@@ -403,7 +403,14 @@ internal sealed class WorkerPool
                 return worker;
             }
         }
-        return Rescuing is { } rescuer && ReferenceEquals(rescuer.CurrentWork, work) ? rescuer : null;
+        foreach (var rescuer in Rescuers)
+        {
+            if (ReferenceEquals(rescuer.CurrentWork, work))
+            {
+                return rescuer;
+            }
+        }
+        return null;
     }
 
     /// <summary>
@@ -650,8 +657,6 @@ internal sealed class WorkerPool
         AssertLocked();
         _workers.Remove(worker);
         _ids[worker.Id] = false;
-        worker.StatHandle?.Dispose();
-        worker.StatHandle = null;
     }
 
     /// <summary>
@@ -697,7 +702,7 @@ internal sealed class WorkerPool
     public bool IsQuiescentLocked()
     {
         SpliceIncoming();
-        if (Hot.WorkHead is not null || Rescuing is not null)
+        if (Hot.WorkHead is not null || Rescuers.Count != 0)
         {
             return false;
         }
@@ -736,9 +741,9 @@ internal sealed class WorkerPool
         sb.Append("in-flight: ");
         int n = 0;
         IEnumerable<Worker> busy = BhWorker is not null ? [BhWorker] : _workers;
-        if (Rescuing is not null)
+        if (Rescuers.Count != 0)
         {
-            busy = busy.Append(Rescuing);
+            busy = busy.Concat(Rescuers);
         }
         foreach (var worker in busy)
         {

@@ -22,8 +22,6 @@ internal sealed partial class WorkqueueSubsystem
     /// <summary>CPU time a worker may use over one tick and still read as blocked (the /proc read's own noise, wake-ups).</summary>
     private const long BlockedCpuSlackNs = 50_000;
 
-    /// <summary>Consecutive blocked looks before a worker is counted out: a GC suspension or a page fault is not a block.</summary>
-    private const int BlockedTicksToCountOut = 2;
 
     private readonly Parker _tickerParker = new();
     private Thread? _ticker;
@@ -80,6 +78,7 @@ internal sealed partial class WorkqueueSubsystem
         bool detectBlocked = options.WorkqueueDetectBlockedOutside;
         var dying = new List<Worker>();
         var reports = new List<(int Cpu, string Message)>();
+        var suspects = new List<RunStateLook>();
         int idleTicks = 0;
         // The ticker belongs to no CPU: let it run on any core the runtime uses, at the lowest priority
         // the policy allows, so its wake-ups do not preempt a worker on the worker's own core.
@@ -99,7 +98,7 @@ internal sealed partial class WorkqueueSubsystem
             long nextCull = long.MaxValue;
             foreach (var pool in Pools)
             {
-                busy |= TickPool(pool, now, intensive, detectBlocked, maydayInitial, maydayInterval, watchdog, reports);
+                busy |= TickPool(pool, now, intensive, detectBlocked, maydayInitial, maydayInterval, watchdog, reports, suspects);
                 long wait = pool.IsBh ? 0 : pool.CullIdle(now, idleTimeout, dying);
                 if (wait > 0)
                 {
@@ -160,10 +159,10 @@ internal sealed partial class WorkqueueSubsystem
 
     /// <summary>Waiting items, a worker out of the idle list, a creation request or a rescuer at work. Under the lock.</summary>
     private static bool IsBusy(WorkerPool pool) =>
-        pool.Hot.WorkHead is not null || Volatile.Read(ref pool.Queue.Incoming) is not null || pool.Hot.NrWorkers > pool.Hot.NrIdle || pool.CreationRequested || pool.Rescuing is not null;
+        pool.Hot.WorkHead is not null || Volatile.Read(ref pool.Queue.Incoming) is not null || pool.Hot.NrWorkers > pool.Hot.NrIdle || pool.CreationRequested || pool.Rescuers.Count != 0;
 
     /// <summary>One tick of one pool; returns whether it is busy.</summary>
-    private bool TickPool(WorkerPool pool, long now, long intensive, bool detectBlocked, long maydayInitial, long maydayInterval, long watchdog, List<(int, string)> reports)
+    private bool TickPool(WorkerPool pool, long now, long intensive, bool detectBlocked, long maydayInitial, long maydayInterval, long watchdog, List<(int, string)> reports, List<RunStateLook> suspects)
     {
         Worker? toWake = null;
         bool create = false;
@@ -175,7 +174,7 @@ internal sealed partial class WorkqueueSubsystem
             create = pool.CreationRequested && pool.Hot.NrWorkers == 0;
             if (!pool.IsUnbound && !pool.IsBh)
             {
-                toWake = TickWorkers(pool, now, intensive, detectBlocked);
+                toWake = TickWorkers(pool, now, intensive, detectBlocked, suspects);
             }
             // It spliced what queuers pushed: if nobody counted runs, make sure someone comes for it
             // (a kicked worker on its way is simply kicked again). Defense in depth: the push path's own
@@ -212,6 +211,10 @@ internal sealed partial class WorkqueueSubsystem
         }
         pool.Unlock();
         WorkerPool.WakeKicked(toWake);
+        if (suspects.Count > 0)
+        {
+            ApplyRunStates(pool, suspects, Stopwatch.Frequency / 1000);
+        }
         if (create)
         {
             pool.CreateWorker(); // held back (test hook): the request stays and is retried next tick
@@ -226,52 +229,65 @@ internal sealed partial class WorkqueueSubsystem
     /// sum_exec_runtime (a worker that is merely preempted is not cpu-intensive); wall time where the
     /// platform has no per-thread CPU clock.
     /// <para>
-    /// Also what the kernel's scheduler hook sees and a user-space pool cannot: an item blocked in the OS
-    /// outside the runtime's primitives (Thread.Sleep, Monitor.Wait, a blocking socket, Task.Wait). A
-    /// worker that used no CPU since the previous tick and that the OS reports sleeping, at two ticks in a
-    /// row, is counted out as wq_worker_sleeping() would have, and the pool is kicked. A worker that waits
-    /// for a core reads as runnable, not sleeping, so preemption is never taken for a block.
+    /// Also the first half of what the kernel's scheduler hooks see and a user-space pool cannot: an item
+    /// blocked in the OS outside the runtime's primitives (Thread.Sleep, Monitor.Wait, blocking I/O). A
+    /// counted worker that used no CPU since the previous look (and took no nap inside a runtime spin-wait,
+    /// which is a spin in kernel terms) goes to <paramref name="suspects"/>, as does a counted-out one that
+    /// used none either; <see cref="ApplyRunStates"/> reads their OS state with the lock dropped. A
+    /// counted-out worker that used CPU runs again: counted again at once (wq_worker_running()).
     /// </para>
     /// </summary>
-    private static Worker? TickWorkers(WorkerPool pool, long now, long thresholdTicks, bool detectBlocked)
+    private static Worker? TickWorkers(WorkerPool pool, long now, long thresholdTicks, bool detectBlocked, List<RunStateLook> suspects)
     {
         Worker? toWake = null;
         foreach (var worker in pool.WorkersLocked)
         {
-            if (worker.CurrentWork is null || worker.IsSleeping || (worker.Flags & Worker.NotRunning) != 0)
+            int notRunning = worker.Flags & Worker.NotRunning;
+            bool countedOut = notRunning == Worker.FlagBlockedOutside;
+            if (worker.CurrentWork is null || worker.IsSleeping || (notRunning != 0 && !countedOut))
             {
                 worker.TickStamp = -1;
-                worker.BlockedTicks = 0;
+                worker.BlockedLooks = 0;
                 continue;
             }
             long cpuNs = ThreadCpuClock.ReadNs(Volatile.Read(ref worker.CpuClock));
+            long stamp = Volatile.Read(ref worker.Stamp);
+            if (countedOut)
+            {
+                if (cpuNs - worker.TickCpuNs >= BlockedCpuSlackNs)
+                {
+                    Recount(worker);
+                }
+                else
+                {
+                    suspects.Add(new RunStateLook(worker, stamp, Recount: true));
+                }
+                worker.TickCpuNs = cpuNs;
+                continue;
+            }
             long clock = cpuNs >= 0 ? cpuNs : now;
             long threshold = cpuNs >= 0 ? (long)(thresholdTicks * (1_000_000_000.0 / Stopwatch.Frequency)) : thresholdTicks;
-            long stamp = Volatile.Read(ref worker.Stamp);
+            long naps = worker.Context is { } ctx ? Volatile.Read(ref ctx.SpinWaitNaps) : 0;
             if (stamp != worker.TickStamp)
             {
                 worker.TickStamp = stamp;
                 worker.TickSince = clock;
                 worker.TickCpuNs = cpuNs;
-                worker.BlockedTicks = 0;
+                worker.TickSpinNaps = naps;
+                worker.BlockedLooks = 0;
                 continue;
             }
             if (detectBlocked && cpuNs >= 0)
             {
-                bool idleCpu = cpuNs - worker.TickCpuNs < BlockedCpuSlackNs;
+                bool idleCpu = cpuNs - worker.TickCpuNs < BlockedCpuSlackNs && naps == worker.TickSpinNaps;
                 worker.TickCpuNs = cpuNs;
-                // PERF: /proc is read only for a worker that used no CPU over a whole tick.
-                if (idleCpu && ThreadRunState.IsBlocked(worker.StatHandle ??= ThreadRunState.Open(Volatile.Read(ref worker.StatPath))))
+                worker.TickSpinNaps = naps;
+                if (idleCpu)
                 {
-                    if (++worker.BlockedTicks >= BlockedTicksToCountOut)
-                    {
-                        worker.SetFlags(Worker.FlagBlockedOutside);
-                        pool.BlockedOutside++;
-                        toWake = pool.KickPool() ?? toWake;
-                    }
-                    continue;
+                    suspects.Add(new RunStateLook(worker, stamp, Recount: false));
+                    continue; // it used no CPU: not cpu-intensive either
                 }
-                worker.BlockedTicks = 0;
+                worker.BlockedLooks = 0;
             }
             if (clock - worker.TickSince >= threshold)
             {
@@ -281,6 +297,76 @@ internal sealed partial class WorkqueueSubsystem
         }
         return toWake;
     }
+
+    /// <summary>
+    /// The second half: reads each suspect's OS run state with the pool lock dropped (a pread(2) is far
+    /// more than the list and counter updates the pool lock is held for), then, under the lock again and
+    /// only if the worker is still on the same item and not sleeping in a runtime primitive: a counted
+    /// worker found blocked at two looks at least a tick apart is counted out (wq_worker_sleeping()) and
+    /// the pool kicked; a counted-out worker found running or runnable is counted again.
+    /// </summary>
+    private static void ApplyRunStates(WorkerPool pool, List<RunStateLook> suspects, long tickTicks)
+    {
+        for (int i = 0; i < suspects.Count; i++)
+        {
+            var look = suspects[i];
+            suspects[i] = look with { Blocked = ThreadRunState.IsBlocked(Volatile.Read(ref look.Worker.StatHandle)) };
+        }
+        long now = Stopwatch.GetTimestamp();
+        Worker? toWake = null;
+        pool.Lock();
+        foreach (var look in suspects)
+        {
+            var worker = look.Worker;
+            if (worker.CurrentWork is null || worker.IsSleeping || Volatile.Read(ref worker.Stamp) != look.Stamp)
+            {
+                continue; // it moved on meanwhile: the next look starts afresh
+            }
+            int notRunning = worker.Flags & Worker.NotRunning;
+            if (look.Recount)
+            {
+                if (notRunning == Worker.FlagBlockedOutside && !look.Blocked)
+                {
+                    Recount(worker);
+                }
+                continue;
+            }
+            if (notRunning != 0)
+            {
+                continue;
+            }
+            if (!look.Blocked)
+            {
+                worker.BlockedLooks = 0;
+                continue;
+            }
+            if (worker.BlockedLooks++ == 0)
+            {
+                worker.BlockedSince = now;
+            }
+            else if (now - worker.BlockedSince >= tickTicks)
+            {
+                worker.SetFlags(Worker.FlagBlockedOutside);
+                worker.BlockedLooks = 0;
+                pool.BlockedOutside++;
+                toWake = pool.KickPool() ?? toWake;
+            }
+        }
+        pool.Unlock();
+        WorkerPool.WakeKicked(toWake);
+        suspects.Clear();
+    }
+
+    /// <summary>wq_worker_running() for a worker counted out by the ticker: it counts again, and its cpu-intensive clock restarts.</summary>
+    private static void Recount(Worker worker)
+    {
+        worker.ClearFlags(Worker.FlagBlockedOutside);
+        worker.TickStamp = -1;
+        worker.BlockedLooks = 0;
+    }
+
+    /// <summary>A worker whose OS run state the ticker reads with the pool lock dropped.</summary>
+    private readonly record struct RunStateLook(Worker Worker, long Stamp, bool Recount, bool Blocked = false);
 
     private static long Ticks(TimeSpan span) => span <= TimeSpan.Zero ? 0 : (long)(span.TotalSeconds * Stopwatch.Frequency);
 

@@ -131,6 +131,47 @@ public class ConcurrencyManagementTests
         Assert.Equal(0, running); // re-counted when its item returned, then idle: nr_running back to zero
     }
 
+    /// <summary>
+    /// wq_worker_running(): a worker counted out for a block in the OS counts again once it runs (from an
+    /// independent review: the first version kept it counted out until its item returned).
+    /// </summary>
+    [Fact]
+    public void A_worker_counted_out_for_an_os_block_counts_again_once_it_runs()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+        // The CPU-bound rest of the item is about concurrency, not cpu-intensive detection: out of reach.
+        using var rt = TestRuntime.Boot(1, o => o.WorkqueueCpuIntensiveThreshold = TimeSpan.FromSeconds(10));
+        var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
+        using var gate = new ManualResetEventSlim();
+        int runningAfterWake = -1;
+        var first = new WorkStruct(_ =>
+        {
+            gate.Wait(); // blocked in the OS: counted out by the ticker
+            long looks = rt.Wq.TickerLooks;
+            while (rt.Wq.TickerLooks < looks + 3)
+            {
+                Thread.SpinWait(100); // running again, CPU-bound: two looks see it use CPU (or runnable)
+            }
+            pool.Lock();
+            runningAfterWake = pool.Hot.NrRunning;
+            pool.Unlock();
+        }, "blocks-then-computes");
+        Assert.True(rt.SystemWq.QueueOn(0, first));
+        Wait.Until(() =>
+        {
+            pool.Lock();
+            long n = pool.BlockedOutside;
+            pool.Unlock();
+            return n >= 1;
+        }, "the ticker to count the worker out");
+        gate.Set();
+        rt.SystemWq.Flush();
+        Assert.Equal(1, runningAfterWake);
+    }
+
     [Fact]
     public void An_item_blocked_outside_the_runtime_holds_its_pool_when_the_detection_is_off()
     {
@@ -344,6 +385,72 @@ public class ConcurrencyManagementTests
         var probe = new WorkStruct(_ => { }, "after");
         rt.SystemWq.Queue(probe);
         probe.FlushWork();
+    }
+
+    /// <summary>
+    /// Two MemReclaim workqueues rescue one pool at once (the kernel allows it): the pool keeps both
+    /// rescuers in view, so the watchdog's in-flight list (and find_worker_executing_work) still sees the
+    /// first after the second has finished. It kept one rescuer slot before, which the second overwrote
+    /// and then cleared.
+    /// </summary>
+    [Fact]
+    public void Two_rescuers_on_one_pool_are_both_in_view()
+    {
+        using var rt = TestRuntime.Boot(1);
+        var first = rt.AllocWorkqueue("reclaim-a", WorkqueueFlags.MemReclaim);
+        var second = rt.AllocWorkqueue("reclaim-b", WorkqueueFlags.MemReclaim);
+        var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
+        foreach (var wq in new[] { first, second })
+        {
+            var warm = new WorkStruct(_ => { }, "warm");
+            wq.Queue(warm);
+            warm.FlushWork();
+        }
+        rt.SystemWq.Flush();
+        Wait.Until(() => pool.Counts.Idle == pool.Counts.Workers, "the pool to go idle");
+        int workers = pool.Counts.Workers;
+
+        rt.Wq.HoldWorkerCreation = true;
+        var gate = new Completion();
+        var started = new StrongBox<int>();
+        for (int i = 0; i < workers - 1; i++)
+        {
+            rt.SystemWq.Queue(WqTest.Blocker(gate, started, $"occupier{i}"));
+            int expected = i + 1;
+            Wait.Until(() => started.Value == expected, "an occupier to start");
+        }
+        var held = new Completion();
+        int heldStarted = 0;
+        string? heldOn = null, quickOn = null;
+        var slow = new WorkStruct(_ =>
+        {
+            heldOn = Thread.CurrentThread.Name;
+            Volatile.Write(ref heldStarted, 1);
+            held.WaitForCompletion();
+        }, "rescued-and-held");
+        var quick = new WorkStruct(_ => quickOn = Thread.CurrentThread.Name, "rescued-quick");
+        first.Queue(slow);
+        Wait.Until(() => Volatile.Read(ref heldStarted) == 1, "the first rescuer to run its item");
+        second.Queue(quick);
+        quick.FlushWork();
+        Assert.Equal("reclaim-a", heldOn);
+        Assert.Equal("reclaim-b", quickOn);
+
+        pool.Lock();
+        string inFlight = pool.DescribeWorkLocked(16);
+        var executing = pool.FindWorkerExecuting(slow);
+        pool.Unlock();
+        Assert.Contains("'rescued-and-held'", inFlight, StringComparison.Ordinal);
+        Assert.NotNull(executing);
+        Assert.Equal("reclaim-a", executing.Name);
+
+        rt.Wq.HoldWorkerCreation = false;
+        held.Complete();
+        gate.CompleteAll();
+        slow.FlushWork();
+        rt.SystemWq.Flush();
+        first.Destroy();
+        second.Destroy();
     }
 
     [Fact]
