@@ -158,7 +158,7 @@ public class WorkqueueChainedThroughputBenchmarks
     {
         _runtime.SystemWq.Queue(_driver);
         _issued += RunsPerInvoke;
-        Spin.Until(ref _done.Line.Value, _issued);
+        Spin.UntilQuietly(ref _done.Line.Value, _issued);
     }
 
     /// <summary>A thread-pool item queues 1024 items to its worker's local queue.</summary>
@@ -167,7 +167,7 @@ public class WorkqueueChainedThroughputBenchmarks
     {
         ThreadPool.UnsafeQueueUserWorkItem(_poolDriver, preferLocal: false);
         _poolIssued += RunsPerInvoke;
-        Spin.Until(ref _poolDone.Line.Value, _poolIssued);
+        Spin.UntilQuietly(ref _poolDone.Line.Value, _poolIssued);
     }
 
     private sealed class PoolDriver(CountingWorkItem[] items) : IThreadPoolWorkItem

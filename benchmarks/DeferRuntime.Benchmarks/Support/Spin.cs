@@ -28,6 +28,27 @@ internal static class Spin
         }
     }
 
+    /// <summary>
+    /// Waits until <paramref name="counter"/> reaches <paramref name="target"/>, looking about once a
+    /// microsecond (Thread.SpinWait(32) between looks). For throughput runs whose every item bumps the
+    /// counter: a bare load loop would take the counter's line back after each bump, so each item would
+    /// pay a cache-line transfer to the measuring thread that no real consumer of the queue pays. The
+    /// look interval adds at most about 1 µs per wait: under 1 ns per item in a batch of 1024.
+    /// </summary>
+    public static void UntilQuietly(ref long counter, long target)
+    {
+        int polls = 0;
+        long deadline = 0;
+        while (Volatile.Read(ref counter) < target)
+        {
+            Thread.SpinWait(32);
+            if ((++polls & 0x3FFF) == 0)
+            {
+                deadline = CheckGiveUp(deadline, Volatile.Read(ref counter), target);
+            }
+        }
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static long CheckGiveUp(long deadline, long seen, long target)
     {
