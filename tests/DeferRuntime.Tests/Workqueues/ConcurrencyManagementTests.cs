@@ -406,19 +406,8 @@ public class ConcurrencyManagementTests
             wq.Queue(warm);
             warm.FlushWork();
         }
-        rt.SystemWq.Flush();
-        Wait.Until(() => pool.Counts.Idle == pool.Counts.Workers, "the pool to go idle");
-        int workers = pool.Counts.Workers;
-
-        rt.Wq.HoldWorkerCreation = true;
         var gate = new Completion();
-        var started = new StrongBox<int>();
-        for (int i = 0; i < workers - 1; i++)
-        {
-            rt.SystemWq.Queue(WqTest.Blocker(gate, started, $"occupier{i}"));
-            int expected = i + 1;
-            Wait.Until(() => started.Value == expected, "an occupier to start");
-        }
+        WqTest.OccupyAllButOneWorker(rt, pool, gate);
         var held = new Completion();
         int heldStarted = 0;
         string? heldOn = null, quickOn = null;
@@ -462,20 +451,8 @@ public class ConcurrencyManagementTests
         reclaim.Queue(warm);
         warm.FlushWork();
         var pool = rt.Wq.CpuPool(0, highPri: false, bh: false);
-        rt.SystemWq.Flush();
-        Wait.Until(() => pool.Counts.Idle == pool.Counts.Workers, "the pool to go idle");
-        int workers = pool.Counts.Workers;
-
-        rt.Wq.HoldWorkerCreation = true;
         var gate = new Completion();
-        var started = new StrongBox<int>();
-        // Occupy all workers but one with sleeping items (each starts while another worker is in reserve).
-        for (int i = 0; i < workers - 1; i++)
-        {
-            rt.SystemWq.Queue(WqTest.Blocker(gate, started, $"occupier{i}"));
-            int expected = i + 1;
-            Wait.Until(() => started.Value == expected, "an occupier to start");
-        }
+        WqTest.OccupyAllButOneWorker(rt, pool, gate);
         // The last worker wakes for this item, finds no idle worker in reserve, becomes the manager and
         // fails to create one; after 10 ms the ticker sends mayday and the rescuer runs it.
         string? ranOn = null;

@@ -281,13 +281,9 @@ public class WorkqueueRegressionTests
         using var rt = TestRuntime.Boot(1);
         var wq = rt.AllocWorkqueue("drained");
         var release = new Completion();
-        var holder = new WorkStruct(_ => release.WaitForCompletion(), "holds the drain open");
         int ran = 0;
         var delayed = new DelayedWork(_ => Interlocked.Increment(ref ran), "armed during the drain");
-        Assert.True(wq.Queue(holder));
-        var drain = new Thread(wq.Drain) { IsBackground = true };
-        drain.Start();
-        Wait.Until(() => wq.IsDraining, "the drain to begin");
+        var drain = WqTest.StartDrainHeldOpen(wq, release);
         Assert.True(wq.QueueDelayed(delayed, TimeSpan.FromHours(1))); // from a thread of no CPU: not chained, armed anyway
         Assert.True(delayed.IsTimerPending);
         release.Complete();
@@ -305,13 +301,9 @@ public class WorkqueueRegressionTests
         using var rt = TestRuntime.Boot(1);
         var wq = rt.AllocWorkqueue("drained");
         var release = new Completion();
-        var holder = new WorkStruct(_ => release.WaitForCompletion(), "holds the drain open");
         int ran = 0;
         var delayed = new DelayedWork(_ => Interlocked.Increment(ref ran), "fires during the drain");
-        Assert.True(wq.Queue(holder));
-        var drain = new Thread(wq.Drain) { IsBackground = true };
-        drain.Start();
-        Wait.Until(() => wq.IsDraining, "the drain to begin");
+        var drain = WqTest.StartDrainHeldOpen(wq, release);
         Assert.True(wq.QueueDelayed(delayed, 1));
         Wait.Until(() => rt.Faults.Recent.Any(f => f.Source == "workqueue 'drained'"), "the timer to fire into the drain");
         Assert.False(delayed.IsPending);

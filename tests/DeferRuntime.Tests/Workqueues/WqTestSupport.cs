@@ -22,6 +22,40 @@ internal static class WqTest
         Wait.Until(() => rt.Wq.WaiterCount >= count, what);
 
     /// <summary>
+    /// Once CPU 0's normal pool of <paramref name="rt"/> is idle, holds back worker creation and occupies
+    /// every worker but one with a blocker on <paramref name="gate"/> (each starts while another worker is
+    /// in reserve): the next item wakes the last worker, which finds no idle worker in reserve, becomes the
+    /// manager and fails to create one, so only a rescuer can run it.
+    /// </summary>
+    public static void OccupyAllButOneWorker(Runtime rt, WorkerPool pool, Completion gate)
+    {
+        rt.SystemWq.Flush();
+        Wait.Until(() => pool.Counts.Idle == pool.Counts.Workers, "the pool to go idle");
+        int workers = pool.Counts.Workers;
+        rt.Wq.HoldWorkerCreation = true;
+        var started = new StrongBox<int>();
+        for (int i = 0; i < workers - 1; i++)
+        {
+            rt.SystemWq.Queue(Blocker(gate, started, $"occupier{i}"));
+            int expected = i + 1;
+            Wait.Until(() => started.Value == expected, "an occupier to start");
+        }
+    }
+
+    /// <summary>
+    /// Starts drain_workqueue() of <paramref name="wq"/> on a thread of its own and returns once the drain
+    /// has begun; it is held open by an item of the workqueue blocked on <paramref name="release"/>.
+    /// </summary>
+    public static Thread StartDrainHeldOpen(Workqueue wq, Completion release)
+    {
+        Assert.True(wq.Queue(new WorkStruct(_ => release.WaitForCompletion(), "holds the drain open")));
+        var drain = new Thread(wq.Drain) { IsBackground = true };
+        drain.Start();
+        Wait.Until(() => wq.IsDraining, "the drain to begin");
+        return drain;
+    }
+
+    /// <summary>
     /// Stalls CPU 0's normal pool of <paramref name="rt"/>: with worker creation held back, one blocker
     /// per existing worker; all but the last start, and the last finds no idle worker in reserve, so its
     /// worker becomes the manager and fails to create one. Returns the pool and the number of blockers.
