@@ -67,7 +67,10 @@ internal sealed class PoolWorkqueue
     public bool Insert(WorkStruct work)
     {
         Pool.AssertLocked();
-        work.Pwq = this;
+        if (!ReferenceEquals(work.Pwq, this))
+        {
+            work.Pwq = this;
+        }
         work.Color = WorkColor;
         InFlight[WorkColor]++;
         Queued++;

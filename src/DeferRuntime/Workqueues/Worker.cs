@@ -473,7 +473,10 @@ internal sealed class Worker : ISleepNotifier
         {
             Interlocked.Increment(ref work.Untracked);
         }
-        Volatile.Write(ref work.LastPool, pool);
+        if (!ReferenceEquals(work.LastPool, pool))
+        {
+            Volatile.Write(ref work.LastPool, pool); // PERF: usually unchanged, and then no write barrier
+        }
         Stamp++;
         pool.Started++;
         if (pwq.Wq.IsCpuIntensive)

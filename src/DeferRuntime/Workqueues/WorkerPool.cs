@@ -440,7 +440,10 @@ internal sealed class WorkerPool
         AssertLocked();
         Append(work, ref Hot.WorkHead, ref Hot.WorkTail);
         work.ListKind = WorkListKind.Worklist;
-        work.QueuedPool = this;
+        if (!ReferenceEquals(work.QueuedPool, this))
+        {
+            work.QueuedPool = this; // PERF: a spliced item already names this pool: no write barrier
+        }
     }
 
     /// <summary>Unlinks a linked item from whichever list holds it (worklist, its pwq's inactive list, a worker's scheduled list).</summary>
@@ -470,6 +473,14 @@ internal sealed class WorkerPool
 
     internal static void Unlink(WorkStruct work, ref WorkStruct? head, ref WorkStruct? tail)
     {
+        // PERF: the head, the worker's case for every item: the stores of null need no GC write barrier.
+        if (work.Prev is null && work.Next is { } second)
+        {
+            head = second;
+            second.Prev = null;
+            work.Next = null;
+            return;
+        }
         if (work.Prev is null)
         {
             head = work.Next;

@@ -332,7 +332,10 @@ public sealed partial class Workqueue : IDisposable
     {
         var pool = pwq.Pool;
         long seq = work.Seq; // ours: we hold PENDING, so nobody else can change it before our instance starts
-        work.Pwq = pwq;
+        if (!ReferenceEquals(work.Pwq, pwq))
+        {
+            work.Pwq = pwq; // PERF: skip the GC write barrier when an item goes where it went last time
+        }
         work.ListKind = WorkListKind.Incoming;
         Volatile.Write(ref work.QueuedPool, pool);
         pool.PushIncoming(work);
