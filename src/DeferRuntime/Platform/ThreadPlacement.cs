@@ -27,7 +27,25 @@ internal static unsafe partial class ThreadPlacement
     private static partial int SchedSetScheduler(int pid, int policy, int* param);
 
     [LibraryImport("libc", EntryPoint = "gettid")]
-    private static partial int GetTid();
+    private static partial int GetTidFromLibc();
+
+    /// <summary>
+    /// The calling thread's kernel id. glibc exports gettid() only from 2.30 on (RHEL 8 has 2.28); there
+    /// the id is read from /proc/thread-self, a link to "PID/task/TID". 0, if even that fails, also means
+    /// the calling thread to setpriority(PRIO_PROCESS) and sched_setscheduler(), its only users.
+    /// </summary>
+    private static int GetTid()
+    {
+        try
+        {
+            return GetTidFromLibc();
+        }
+        catch (EntryPointNotFoundException)
+        {
+            string? target = new DirectoryInfo("/proc/thread-self").LinkTarget;
+            return target is not null && int.TryParse(Path.GetFileName(target), System.Globalization.CultureInfo.InvariantCulture, out int tid) ? tid : 0;
+        }
+    }
 
     [LibraryImport("kernel32.dll", EntryPoint = "SetThreadAffinityMask", SetLastError = true)]
     private static partial nuint SetThreadAffinityMask(nint thread, nuint mask);
