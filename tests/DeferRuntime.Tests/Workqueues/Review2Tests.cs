@@ -65,4 +65,59 @@ public sealed class Review2Tests
         a.Destroy();
         b.Destroy();
     }
+    /// <summary>
+    /// Non-reentrancy on one workqueue survives a run for another workqueue in between: x runs for a on
+    /// CPU 0, then also starts for b on CPU 1 (LastPool now names CPU 1's pool), then is queued on a from
+    /// CPU 1. That queue must go behind x's run for a on CPU 0, not to CPU 1's pool, where it would start
+    /// as soon as the run for b ends, alongside the run for a.
+    /// </summary>
+    [Fact]
+    public void A_requeue_on_a_after_a_run_for_b_started_elsewhere_still_waits_behind_the_run_for_a()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var a = rt.AllocWorkqueue("a");
+        var b = rt.AllocWorkqueue("b");
+        var meterA = new OverlapMeter();
+        var gateA = new Completion();
+        var gateB = new Completion();
+        int startedA = 0, startedB = 0;
+        var x = new WorkStruct(_ =>
+        {
+            if (ReferenceEquals(Worker.Current!.CurrentPwq!.Wq, a))
+            {
+                meterA.Enter();
+                Interlocked.Increment(ref startedA);
+                gateA.WaitForCompletion();
+                meterA.Exit();
+            }
+            else
+            {
+                Interlocked.Increment(ref startedB);
+                gateB.WaitForCompletion();
+            }
+        }, "x");
+        try
+        {
+            Assert.True(a.QueueOn(0, x));
+            Wait.Until(() => Volatile.Read(ref startedA) == 1, "x to start for a on CPU 0");
+            Assert.True(b.QueueOn(1, x)); // another workqueue: allowed alongside
+            Wait.Until(() => Volatile.Read(ref startedB) == 1, "x to start for b on CPU 1");
+
+            Assert.True(a.QueueOn(1, x)); // x still runs for a on CPU 0
+            Wait.Until(() => Volatile.Read(ref x.ScheduledOn) is not null, "x to be handed to a worker running it");
+            var holder = Volatile.Read(ref x.ScheduledOn)!;
+            // It must wait behind the run for a (on CPU 0's pool), not behind the run for b.
+            Assert.Same(a, holder.CurrentPwq?.Wq);
+        }
+        finally
+        {
+            gateB.CompleteAll();
+            gateA.CompleteAll();
+        }
+        a.Flush();
+        b.Flush();
+        Assert.Equal(1, meterA.Max);
+        a.Destroy();
+        b.Destroy();
+    }
 }
