@@ -22,7 +22,11 @@ namespace DeferRuntime.Workqueues;
 /// pending instance records it in <c>SkippedSeq</c>. <see cref="FlushWork"/> reads SEQ at the call and
 /// waits until that instance has completed, or was skipped with nothing older still running: exactly
 /// "the instance queued before the call", never a later re-queue. Instances of one item on one
-/// workqueue start in SEQ order and never overlap, which is what makes these three numbers enough.</para>
+/// workqueue start in SEQ order and never overlap, which is what makes these three numbers enough for
+/// one workqueue. An item also queued on another workqueue may run there while it runs here (the
+/// kernel allows it): such "untracked" runs are listed with their SEQs (a rare path, under a lock), so a
+/// flush still waits for every run at or below its target and a re-queue finds the run for its own
+/// workqueue, wherever it is.</para>
 /// <para>Field legend (kernel/workqueue.c style): <c>I:</c> set at construction; <c>A:</c> any thread,
 /// Interlocked or volatile; <c>L:</c> under the lock of the pool the item is linked on or runs on (the
 /// kernel's pool-&gt;lock); <c>O:</c> the owner of PENDING (the queuer between CAS and link, a canceler).</para>
@@ -36,7 +40,7 @@ public class WorkStruct
 
     internal long State; // A: PENDING | SEQ << 1
 
-    // L (of LastPool) for writes; read lock-free by flushers, hence volatile-style reads there.
+    // L (of the pool the instance runs on) for writes; read lock-free by flushers, hence volatile-style reads there.
     internal long RunningSeq; // SEQ of the instance running, or of the last one started
     internal long CompletedSeq; // SEQ of the last instance whose function returned
     internal long SkippedSeq; // L or O: SEQ of the last pending instance stolen by a canceler (or refused at link)
@@ -50,7 +54,7 @@ public class WorkStruct
     internal Worker? CurrentWorker; // L (of the pool it runs on), read lock-free: the worker running the tracked instance
     internal int Untracked; // A: instances running while a tracked one ran (for other workqueues): rare
     internal long UntrackedCompletedSeq; // A: atomic max of the SEQs of untracked instances that completed
-    internal WorkerPool? LastPool; // A (written under that pool's lock): the pool it last started on (the kernel's pool id in work->data)
+    private List<(Worker Worker, long Seq)>? _untrackedRuns; // A (made once), then under its own lock: the untracked runs now
     internal int Canceling; // A: a cancel_work_sync() holds PENDING and waits (WORK_OFFQ_CANCELING)
     internal WorkqueueSubsystem? Owner; // A: the runtime it was last queued on (whose waiters flush it)
     internal long QueuedAt; // O, then L: Stopwatch timestamp of the queue while a queue-latency histogram listens, else 0
@@ -131,7 +135,7 @@ public class WorkStruct
     {
         if (Completed >= target)
         {
-            return true;
+            return !RunsAtOrBelow(target);
         }
         if (Volatile.Read(ref SkippedSeq) < target)
         {
@@ -140,7 +144,90 @@ public class WorkStruct
         // The target was skipped (or ran). After it left the pending state only later instances can
         // start, so: a started instance newer than the target, or the latest started one completed.
         long running = Volatile.Read(ref RunningSeq);
-        return running > target || Completed >= running;
+        return (running > target || Completed >= running) && !RunsAtOrBelow(target);
+    }
+
+    /// <summary>
+    /// Some run with SEQ at most <paramref name="target"/> is still going: an older instance, or the
+    /// target itself while a later instance for another workqueue has already completed (completions
+    /// across workqueues come in any order). The tracked run is read lock-free: its worker writes
+    /// CurrentWork and CurrentSeq before it publishes itself in CurrentWorker, and clears CurrentWorker
+    /// only after CompletedSeq.
+    /// </summary>
+    private bool RunsAtOrBelow(long target)
+    {
+        if (Volatile.Read(ref CurrentWorker) is { } worker && ReferenceEquals(Volatile.Read(ref worker.CurrentWork), this) &&
+            Volatile.Read(ref worker.CurrentSeq) <= target)
+        {
+            return true;
+        }
+        if (Volatile.Read(ref _untrackedRuns) is { } runs)
+        {
+            lock (runs)
+            {
+                foreach (var run in runs)
+                {
+                    if (run.Seq <= target)
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        return false;
+    }
+
+    /// <summary>An untracked run (for another workqueue, while the tracked one runs) starts. Rare; allocates the list once per item.</summary>
+    internal void AddUntrackedRun(Worker worker, long seq)
+    {
+        var runs = Volatile.Read(ref _untrackedRuns) ?? Interlocked.CompareExchange(ref _untrackedRuns, [], null) ?? _untrackedRuns!;
+        lock (runs)
+        {
+            runs.Add((worker, seq));
+        }
+    }
+
+    /// <summary>An untracked run ends.</summary>
+    internal void RemoveUntrackedRun(Worker worker)
+    {
+        var runs = Volatile.Read(ref _untrackedRuns)!;
+        lock (runs)
+        {
+            for (int i = runs.Count - 1; i >= 0; i--)
+            {
+                if (ReferenceEquals(runs[i].Worker, worker))
+                {
+                    runs.RemoveAt(i);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The pool where this item runs now for <paramref name="wq"/>, if it does: the tracked run's, or an
+    /// untracked one's (find_worker_executing_work's question, asked per workqueue so that a run for
+    /// another workqueue does not hide it). Racy; the caller re-checks under that pool's lock.
+    /// </summary>
+    internal WorkerPool? PoolRunningFor(Workqueue wq)
+    {
+        if (Volatile.Read(ref CurrentWorker) is { } worker && ReferenceEquals(worker.CurrentPwq?.Wq, wq))
+        {
+            return worker.Pool;
+        }
+        if (Volatile.Read(ref Untracked) != 0 && Volatile.Read(ref _untrackedRuns) is { } runs)
+        {
+            lock (runs)
+            {
+                foreach (var run in runs)
+                {
+                    if (ReferenceEquals(run.Worker.CurrentPwq?.Wq, wq))
+                    {
+                        return run.Worker.Pool;
+                    }
+                }
+            }
+        }
+        return null;
     }
 
     /// <summary>Some instance runs now (tracked or untracked): the lock-free gate of find_worker_executing_work. Lock-free.</summary>

@@ -91,7 +91,8 @@ internal sealed class Worker : ISleepNotifier
 
     public int Flags; // L
     public bool IsSleeping; // L: blocked in a runtime primitive (worker->sleeping)
-    public WorkStruct? CurrentWork; // L, read racily by reports
+    public WorkStruct? CurrentWork; // L, read racily by reports and flushers
+    public long CurrentSeq; // L, read racily by flushers: the SEQ of the instance of CurrentWork
     public PoolWorkqueue? CurrentPwq; // L
     public WorkStruct? ScheduledHead, ScheduledTail; // L: items assigned to this worker (non-reentrancy)
     public Worker? IdleNext, IdlePrev; // L
@@ -457,13 +458,16 @@ internal sealed class Worker : ISleepNotifier
         int color = work.Color;
         CurrentWork = work;
         CurrentPwq = pwq;
-        // Every start is recorded, as the kernel's busy_hash and work->data pool: a queuer that finds the
-        // item running reads LastPool and looks there for its worker (find_worker_executing_work). Both
-        // marks are written before PENDING is cleared below, so a queuer that then sets PENDING sees them,
-        // and so does the next start (which can only follow that queue). Tracked: no instance runs, so
-        // this one is CurrentWorker, with plain stores (one workqueue's instances never overlap, and
+        // Every start is recorded, as the kernel's busy_hash: a queuer that finds the item running for
+        // its workqueue elsewhere looks for that run's pool (find_worker_executing_work), and a flusher
+        // for runs at or below its SEQ. Written before PENDING is cleared below, so a queuer that then
+        // sets PENDING sees them, and so does the next start (which can only follow that queue). The
+        // SEQ is ours to read while PENDING still holds off the next queuer. Tracked: no instance runs,
+        // so this one is CurrentWorker, with plain stores (one workqueue's instances never overlap, and
         // tracked ones follow each other in SEQ order). Untracked: an instance for another workqueue runs
-        // (which the kernel allows); counted atomically, a rare path.
+        // (which the kernel allows); listed with its SEQ and counted atomically, a rare path.
+        long seq = Volatile.Read(ref work.State) >> WorkStruct.SeqShift;
+        CurrentSeq = seq;
         bool tracked = work.CurrentWorker is null;
         if (tracked)
         {
@@ -471,11 +475,8 @@ internal sealed class Worker : ISleepNotifier
         }
         else
         {
+            work.AddUntrackedRun(this, seq);
             Interlocked.Increment(ref work.Untracked);
-        }
-        if (!ReferenceEquals(work.LastPool, pool))
-        {
-            Volatile.Write(ref work.LastPool, pool); // PERF: usually unchanged, and then no write barrier
         }
         Stamp++;
         pool.Started++;
@@ -487,7 +488,6 @@ internal sealed class Worker : ISleepNotifier
         var toWake = pool.KickPool();
         // RunningSeq before PENDING clears: until then nobody can queue (and so start) a later instance,
         // so starts write it in SEQ order and a plain store is enough. Completions have no such order.
-        long seq = Volatile.Read(ref work.State) >> WorkStruct.SeqShift;
         if (seq > work.RunningSeq)
         {
             Volatile.Write(ref work.RunningSeq, seq);
@@ -536,6 +536,7 @@ internal sealed class Worker : ISleepNotifier
         else
         {
             WorkStruct.RaiseTo(ref work.UntrackedCompletedSeq, seq);
+            work.RemoveUntrackedRun(this);
             Interlocked.Decrement(ref work.Untracked);
         }
         pool.Completions++;

@@ -248,16 +248,18 @@ public sealed partial class Workqueue : IDisposable
         }
         var pwq = _unbound ? Pwqs[0] : Pwqs[cpu.Id];
         var pool = pwq.Pool;
-        // PERF: a worker marks the item running (CurrentWorker or the untracked count) before it clears
+        // PERF: a worker marks the item running (CurrentWorker or the untracked list) before it clears
         // PENDING, and we set PENDING after that, so no mark here means no instance runs now, and none can
-        // start while we hold PENDING.
-        bool runningElsewhere = work.IsRunning && Volatile.Read(ref work.LastPool) is { } other && !ReferenceEquals(other, pool);
+        // start while we hold PENDING. If one runs, only a run for this workqueue decides where this
+        // instance goes (a run for another workqueue may be anywhere and is no reason to move).
+        var runningPool = work.IsRunning ? work.PoolRunningFor(this) : null;
+        bool runningElsewhere = runningPool is not null && !ReferenceEquals(runningPool, pool);
         if (!runningElsewhere && pool.AcceptsIncoming && Volatile.Read(ref pool.Queue.Running) != 0 && (Volatile.Read(ref _drainers) | Volatile.Read(ref _destroying)) == 0)
         {
             QueueIncoming(cpu, pwq, work, caller, fromTimer);
             return;
         }
-        if (runningElsewhere && Volatile.Read(ref work.LastPool) is { } last)
+        if (runningElsewhere && runningPool is { } last)
         {
             last.Lock();
             if (last.FindWorkerExecuting(work) is { CurrentPwq: { } runningPwq } && ReferenceEquals(runningPwq.Wq, this))
