@@ -22,7 +22,6 @@ internal sealed partial class WorkqueueSubsystem
     /// <summary>CPU time a worker may use over one tick and still read as blocked (the /proc read's own noise, wake-ups).</summary>
     private const long BlockedCpuSlackNs = 50_000;
 
-
     private readonly Parker _tickerParker = new();
     private Thread? _ticker;
     private int _tickerIdle; // A: 1 while the ticker parks with no pool busy
