@@ -113,6 +113,15 @@ public sealed partial class VirtualCpu
             {
                 return true;
             }
+            if ((i & 63) == 1 && policy == IdlePolicy.Hybrid && Runtime.Wq.HasRunnableWorkersOnCore(Core))
+            {
+                // The idle task polls only while nothing else on its CPU is runnable. A kworker on this
+                // core has an item running or waiting, and it shares the core at nice 0 while we poll at
+                // nice -10: polling would keep it off the core for the whole window, at every event of
+                // a storm (queue -> start p99 of several ms). Park, and let the next kick's wake-up
+                // preempt it instead.
+                return false;
+            }
             if (policy == IdlePolicy.Poll && HasGatedWork())
             {
                 // Work waits behind a gate another thread of this CPU holds (or ksoftirqd owns it). That

@@ -353,7 +353,7 @@ internal sealed class Worker : ISleepNotifier
                 }
                 // PERF: one pause per look, as cpu/N's poll loop (a pause is ~40 ns here).
                 Thread.SpinWait(1);
-                if ((i & 63) == 0 && Stopwatch.GetTimestamp() >= deadline)
+                if ((i & 63) == 0 && (Stopwatch.GetTimestamp() >= deadline || BusyWorkersShareMyCores(pool)))
                 {
                     break;
                 }
@@ -376,6 +376,22 @@ internal sealed class Worker : ISleepNotifier
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// Another kworker on one of this pool's cores has work: an idle poll would take the core from it
+    /// (same nice, so the OS shares it), which under a storm is a time slice per event. Park instead.
+    /// </summary>
+    private bool BusyWorkersShareMyCores(WorkerPool pool)
+    {
+        foreach (int core in pool.Cores)
+        {
+            if (Sub.HasRunnableWorkersOnCore(core))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     private bool Woken(WorkerPool pool) =>
