@@ -16,6 +16,9 @@ namespace DeferRuntime.Workqueues;
 //   - wq_watchdog_timer_fn(): a pool with waiting items that started none for the threshold is reported.
 internal sealed partial class WorkqueueSubsystem
 {
+    /// <summary>The ticker's period: 1 ms, in Stopwatch ticks.</summary>
+    private static readonly long TickTicks = Stopwatch.Frequency / 1000;
+
     /// <summary>Idle ticks before the ticker parks: 10 ms of hysteresis.</summary>
     private const int LingerTicks = 10;
 
@@ -68,7 +71,6 @@ internal sealed partial class WorkqueueSubsystem
     private void TickerMain()
     {
         var options = Runtime.Options;
-        long tick = Stopwatch.Frequency / 1000;
         long intensive = Ticks(options.WorkqueueCpuIntensiveThreshold);
         long maydayInitial = Stopwatch.Frequency / 100; // MAYDAY_INITIAL_TIMEOUT: HZ / 100
         long maydayInterval = Stopwatch.Frequency / 10; // MAYDAY_INTERVAL: HZ / 10
@@ -124,7 +126,7 @@ internal sealed partial class WorkqueueSubsystem
                 {
                     idleTicks = 0;
                 }
-                _tickerParker.Park(TicksToNs(tick));
+                _tickerParker.Park(TicksToNs(TickTicks));
                 continue;
             }
             idleTicks = 0;
@@ -212,7 +214,7 @@ internal sealed partial class WorkqueueSubsystem
         WorkerPool.WakeKicked(toWake);
         if (suspects.Count > 0)
         {
-            ApplyRunStates(pool, suspects, Stopwatch.Frequency / 1000);
+            ApplyRunStates(pool, suspects);
         }
         if (create)
         {
@@ -304,7 +306,7 @@ internal sealed partial class WorkqueueSubsystem
     /// worker found blocked at two looks at least a tick apart is counted out (wq_worker_sleeping()) and
     /// the pool kicked; a counted-out worker found running or runnable is counted again.
     /// </summary>
-    private static void ApplyRunStates(WorkerPool pool, List<RunStateLook> suspects, long tickTicks)
+    private static void ApplyRunStates(WorkerPool pool, List<RunStateLook> suspects)
     {
         for (int i = 0; i < suspects.Count; i++)
         {
@@ -343,7 +345,7 @@ internal sealed partial class WorkqueueSubsystem
             {
                 worker.BlockedSince = now;
             }
-            else if (now - worker.BlockedSince >= tickTicks)
+            else if (now - worker.BlockedSince >= TickTicks)
             {
                 worker.SetFlags(Worker.FlagBlockedOutside);
                 worker.BlockedLooks = 0;

@@ -44,7 +44,7 @@ internal sealed partial class WorkqueueSubsystem
     {
         Runtime = runtime;
         var options = runtime.Options;
-        WorkerPollTicks = options.IdlePolicy == IdlePolicy.Halt ? 0 : (long)(options.WorkerPollWindow.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+        WorkerPollTicks = options.IdlePolicy == IdlePolicy.Halt ? 0 : Ticks(options.WorkerPollWindow);
         int cpus = runtime.Cpus.Count;
         _cpuPools = new WorkerPool[cpus * PoolsPerCpu];
         for (int cpu = 0; cpu < cpus; cpu++)
