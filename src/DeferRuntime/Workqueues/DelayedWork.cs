@@ -15,8 +15,9 @@ namespace DeferRuntime.Workqueues;
 /// allocates nothing. It fires on the CPU that armed it (or the CPU passed to QueueDelayedOn), at or
 /// after the expiry, and the item then goes to that CPU's pool (bound workqueues) or the workqueue's
 /// unbound pool, as the kernel's delayed_work_timer_fn() does.</para>
-/// <para><see cref="WorkStruct.FlushWork"/> on an item whose timer is armed waits only for an instance
-/// running now, if any, as the kernel's flush_work() does (the armed instance is on no queue yet);
+/// <para><see cref="WorkStruct.FlushWork"/> on an item whose timer holds the pending instance (armed, or
+/// being armed: from the CAS that takes PENDING on) waits only for an instance running now, if any, as the
+/// kernel's flush_work() does (that instance is on no queue yet);
 /// <see cref="FlushDelayedWork"/> fires it at once and waits for its run, as flush_delayed_work() does.</para>
 /// <para>Field legend: <c>O:</c> the owner of PENDING (written before the timer is armed, read by its
 /// callback, which the arm orders after); <c>A:</c> Interlocked/volatile.</para>
@@ -35,8 +36,6 @@ public class DelayedWork : WorkStruct
 
     internal override bool IsDelayed => true;
 
-    internal override bool IsTimerArmed => IsTimerPending;
-
     /// <summary>The delay timer is armed (timer_pending(&amp;dwork-&gt;timer)).</summary>
     public bool IsTimerPending => Volatile.Read(ref _timer)?.TimerPending ?? false;
 
@@ -47,6 +46,9 @@ public class DelayedWork : WorkStruct
     {
         if (Volatile.Read(ref _timer) is { } timer && timer.DelTimer())
         {
+            // The stopper owns PENDING now; whatever it does next (skip, re-arm, queue at once), the
+            // timer no longer holds the instance.
+            ClearTimerHeld();
             TargetWq!.Runtime.Wq.DelayedDisarmed();
             return true;
         }
@@ -76,6 +78,9 @@ public class DelayedWork : WorkStruct
         var wq = TargetWq!;
         var cpu = TargetCpu >= 0 ? wq.Runtime.Cpus[TargetCpu] : ThreadContext.Current!.Cpu;
         wq.Runtime.Wq.DelayedDisarmed();
+        // Before the link, never after: a flush that still sees TIMER returns at once, which is right
+        // only while the instance is on no worklist.
+        ClearTimerHeld();
         wq.QueueOwned(cpu, this, "delayed_work_timer_fn()", fromTimer: true);
     }
 
@@ -104,10 +109,26 @@ public class DelayedWork : WorkStruct
     {
         MightSleep.Check("flush_delayed_work()");
         ThrowIfSelf("flush_delayed_work()");
-        if (TryStopTimer())
+        if (TryStopTimerSync())
         {
             TargetWq!.QueueOwnedFromAnyThread(TargetCpu, this, "flush_delayed_work()");
         }
         return FlushCore("flush_delayed_work()");
+    }
+
+    /// <summary>
+    /// del_timer_sync() of the armed timer, as the kernel's flush_delayed_work() does: a timer callback
+    /// running now still holds the instance (TIMER) until it has queued it, so wait for the callback,
+    /// after which the flush finds the instance queued; del_timer() would let the flush return at once.
+    /// </summary>
+    private bool TryStopTimerSync()
+    {
+        if (Volatile.Read(ref _timer) is { } timer && timer.DelTimerSync())
+        {
+            ClearTimerHeld();
+            TargetWq!.Runtime.Wq.DelayedDisarmed();
+            return true;
+        }
+        return false;
     }
 }

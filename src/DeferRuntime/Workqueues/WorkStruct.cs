@@ -15,7 +15,10 @@ namespace DeferRuntime.Workqueues;
 /// <para>State word bit layout (<c>State</c>, changed only by Interlocked):</para>
 /// <code>
 ///   bit  0     PENDING  queued (or its delayed timer armed, or held by a canceler): WORK_STRUCT_PENDING
-///   bits 1-63  SEQ      queue sequence number, incremented by the same CAS that sets PENDING for a queue
+///   bit  1     TIMER    the pending instance belongs to its delay timer, not to a worklist: set by the CAS
+///                       that takes PENDING (or bumps SEQ) for an arming queue_delayed_work/mod_delayed_work,
+///                       cleared when the timer lets go of it (fires, is stopped) or the arming is refused
+///   bits 2-63  SEQ      queue sequence number, incremented by the same CAS that sets PENDING for a queue
 /// </code>
 /// <para>Each queued instance has its own sequence number. The worker that starts an instance records it
 /// in <c>RunningSeq</c>, and in <c>CompletedSeq</c> when the function returns; a canceler that steals a
@@ -27,6 +30,12 @@ namespace DeferRuntime.Workqueues;
 /// kernel allows it): such "untracked" runs are listed with their SEQs (a rare path, under a lock), so a
 /// flush still waits for every run at or below its target and a re-queue finds the run for its own
 /// workqueue, wherever it is.</para>
+/// <para>TIMER exists for <see cref="FlushWork"/>: a delayed instance is on no worklist from the CAS
+/// that takes PENDING until its timer's callback queues it, and the kernel's flush_work() does not wait
+/// for it in any of that time (start_flush_work() finds no pwq). The timer's own pending flag is set only at the arming,
+/// after the CAS; TIMER, in the same word as PENDING and SEQ, tells a flusher from the first instant. It
+/// is cleared before a fired or flushed instance is linked, so no flush takes a queued instance for an
+/// armed one.</para>
 /// <para>Field legend (kernel/workqueue.c style): <c>I:</c> set at construction; <c>A:</c> any thread,
 /// Interlocked or volatile; <c>L:</c> under the lock of the pool the item is linked on or runs on (the
 /// kernel's pool-&gt;lock); <c>O:</c> the owner of PENDING (the queuer between CAS and link, a canceler).</para>
@@ -34,11 +43,13 @@ namespace DeferRuntime.Workqueues;
 public class WorkStruct
 {
     internal const long Pending = 1;
-    internal const int SeqShift = 1;
+    internal const long TimerHeld = 2;
+    internal const int SeqShift = 2;
+    private const long SeqOne = 1L << SeqShift;
 
     private readonly Action<WorkStruct> _func; // I
 
-    internal long State; // A: PENDING | SEQ << 1
+    internal long State; // A: PENDING | TIMER | SEQ << 2
 
     // L (of the pool the instance runs on) for writes; read lock-free by flushers, hence volatile-style reads there.
     internal long RunningSeq; // SEQ of the instance running, or of the last one started
@@ -80,12 +91,12 @@ public class WorkStruct
 
     internal long Seq => Volatile.Read(ref State) >> SeqShift;
 
+    /// <summary>The pending instance belongs to its delay timer (TIMER): being armed, armed, or firing and not yet queued.</summary>
+    internal bool IsTimerHeld => (Volatile.Read(ref State) & TimerHeld) != 0;
+
     internal void Invoke() => _func(this);
 
     internal virtual bool IsDelayed => false;
-
-    /// <summary>A delayed item's timer is armed (its instance waits for the timer, not on a queue).</summary>
-    internal virtual bool IsTimerArmed => false;
 
     /// <summary>
     /// flush_work(): waits until the instance queued before the call (if any) has finished running;
@@ -106,11 +117,14 @@ public class WorkStruct
         {
             return false; // never queued
         }
-        long target = Seq;
-        if (IsTimerArmed)
+        // One read: SEQ and TIMER of the same instance.
+        long state = Volatile.Read(ref State);
+        long target = state >> SeqShift;
+        if ((state & TimerHeld) != 0)
         {
-            // flush_work() of a delayed item whose timer is armed: that instance is on no pwq yet, so, as
-            // the kernel's start_flush_work() does, wait only for an instance running now, if any.
+            // flush_work() of a delayed item whose timer holds the pending instance (armed, or about to be:
+            // the queuer has taken PENDING and not armed it yet): that instance is on no pwq, so, as the
+            // kernel's start_flush_work() does, wait only for an instance running now, if any.
             // (flush_delayed_work() is the call that fires the timer at once and waits for the run.)
             if (!IsRunning)
             {
@@ -343,7 +357,7 @@ public class WorkStruct
     /// </summary>
     internal int TryGrabPending()
     {
-        if (TryStopTimer())
+        if (TryStopTimer()) // and TIMER is cleared: PENDING is ours
         {
             Volatile.Write(ref SkippedSeq, Seq);
             Volatile.Read(ref Owner)?.NotifyWaiters();
@@ -362,14 +376,17 @@ public class WorkStruct
         return pool.TryStealQueued(this) ? 1 : -1;
     }
 
-    /// <summary>del_timer() of a delayed item's armed timer; plain items have none.</summary>
+    /// <summary>del_timer() of a delayed item's armed timer, clearing TIMER if it stopped it (PENDING is then the caller's); plain items have none.</summary>
     internal virtual bool TryStopTimer() => false;
 
-    /// <summary>Clears PENDING held by its owner (a canceler, or a refused queue); wakes waiters.</summary>
+    /// <summary>The timer let go of the pending instance (stopped, or fired): its owner may now link it. Clear TIMER before linking.</summary>
+    private protected void ClearTimerHeld() => Interlocked.And(ref State, ~TimerHeld);
+
+    /// <summary>Clears PENDING held by its owner (a canceler, or a refused queue or arming, with TIMER); wakes waiters.</summary>
     internal void ReleasePending()
     {
         Debug.Assert(IsPending, "releasing PENDING that is not held");
-        Interlocked.And(ref State, ~Pending);
+        Interlocked.And(ref State, ~(Pending | TimerHeld));
         Volatile.Read(ref Owner)?.NotifyWaiters();
     }
 
@@ -378,12 +395,22 @@ public class WorkStruct
     /// common case, no allocation.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool TrySetPendingForQueue()
+    internal bool TrySetPendingForQueue() => TrySetPendingForQueue(timerHeld: false);
+
+    /// <summary>
+    /// As <see cref="TrySetPendingForQueue()"/>; with <paramref name="timerHeld"/> the same CAS sets TIMER,
+    /// for a queue_delayed_work() that will arm the timer, so that no flush ever sees the instance pending
+    /// without knowing that it is the timer's.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TrySetPendingForQueue(bool timerHeld)
     {
+        long add = SeqOne + Pending + (timerHeld ? TimerHeld : 0);
         long s = Volatile.Read(ref State);
         while ((s & Pending) == 0)
         {
-            long seen = Interlocked.CompareExchange(ref State, s + (1L << SeqShift) + Pending, s);
+            Debug.Assert((s & TimerHeld) == 0, "TIMER without PENDING");
+            long seen = Interlocked.CompareExchange(ref State, s + add, s);
             if (seen == s)
             {
                 return true;
@@ -393,11 +420,15 @@ public class WorkStruct
         return false;
     }
 
-    /// <summary>Turns PENDING held by its owner (a canceler, mod_delayed_work) into a new queued instance: a new SEQ.</summary>
-    internal void BumpSeqOwned()
+    /// <summary>
+    /// Turns PENDING held by its owner (mod_delayed_work) into a new queued instance: a new SEQ, and TIMER
+    /// in the same atomic add if the timer is to hold it (the owner has cleared it, so the add sets it).
+    /// </summary>
+    internal void BumpSeqOwned(bool timerHeld)
     {
         Debug.Assert(IsPending, "BumpSeqOwned without PENDING");
-        Interlocked.Add(ref State, 1L << SeqShift);
+        Debug.Assert((Volatile.Read(ref State) & TimerHeld) == 0, "BumpSeqOwned with TIMER still set");
+        Interlocked.Add(ref State, SeqOne + (timerHeld ? TimerHeld : 0));
     }
 
     /// <summary>flush_work/cancel_work_sync of the item from its own function would wait for itself.</summary>

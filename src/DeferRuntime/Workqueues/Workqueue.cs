@@ -236,6 +236,7 @@ public sealed partial class Workqueue : IDisposable
     /// </summary>
     internal void QueueOwned(VirtualCpu cpu, WorkStruct work, string caller, bool fromTimer)
     {
+        System.Diagnostics.Debug.Assert((Volatile.Read(ref work.State) & WorkStruct.TimerHeld) == 0, "linking an instance still marked as its timer's: a flush_work() would not wait for it");
         if (!ReferenceEquals(work.Owner, _sub))
         {
             Volatile.Write(ref work.Owner, _sub);
@@ -442,7 +443,8 @@ public sealed partial class Workqueue : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(delay);
         return WithRundown(cpu, caller, (Wq: this, Work: work, Delay: delay, Cpu: cpu, Caller: caller), static (target, s) =>
         {
-            if (!s.Work.TrySetPendingForQueue())
+            // With a delay, TIMER is set by the same CAS as PENDING: see QueueDelayedOwned.
+            if (!s.Work.TrySetPendingForQueue(timerHeld: s.Delay > 0))
             {
                 return false;
             }
@@ -462,7 +464,9 @@ public sealed partial class Workqueue : IDisposable
             {
                 return false; // a cancel_delayed_work_sync() owns it: it stays cancelled
             }
-            s.Work.BumpSeqOwned(); // a new instance: a flush_work() of the stolen one must not wait for it
+            // A new instance: a flush_work() of the stolen one must not wait for it. With a delay it is the
+            // timer's from this very add (TIMER), as for queue_delayed_work().
+            s.Work.BumpSeqOwned(timerHeld: s.Delay > 0);
             s.Wq.QueueDelayedOwned(target, s.Cpu, s.Work, s.Delay, s.Caller);
             return grabbed == 1;
         });
@@ -493,6 +497,11 @@ public sealed partial class Workqueue : IDisposable
     /// queue and arm the timer, on <paramref name="cpu"/> if given (add_timer_on), else on the calling
     /// thread's CPU (or the one <paramref name="target"/> names for a thread of no CPU).
     /// </summary>
+    /// <remarks>
+    /// With a delay the caller's CAS set TIMER along with PENDING, so from that instant a flush_work()
+    /// treats the instance as the timer's (returns at once unless an older one runs), as the kernel's does
+    /// for an item that is on no pwq, however long this arming takes. A refusal clears TIMER with PENDING.
+    /// </remarks>
     private void QueueDelayedOwned(VirtualCpu target, int cpu, DelayedWork work, long delay, string caller)
     {
         if (delay == 0)
@@ -527,6 +536,7 @@ public sealed partial class Workqueue : IDisposable
         }
         work.TargetWq = this;
         work.TargetCpu = cpu;
+        _sub.ArmingWindowHook?.Invoke(work);
         _sub.DelayedArmed();
         timer.Expires = _runtime.Jiffies + delay;
         timer.AddTimerOn(cpu >= 0 ? cpu : target.Id);

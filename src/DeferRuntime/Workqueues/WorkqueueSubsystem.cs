@@ -82,6 +82,12 @@ internal sealed partial class WorkqueueSubsystem
     /// <summary>Test hook: makes create_worker() fail, as a kthread_create() under memory pressure would (rescuer tests).</summary>
     public volatile bool HoldWorkerCreation;
 
+    /// <summary>
+    /// Test hook: runs in queue_delayed_work() and mod_delayed_work() between the CAS that takes PENDING
+    /// and the arming of the timer, so a test can hold that window open (null, one field read, otherwise).
+    /// </summary>
+    public volatile Action<DelayedWork>? ArmingWindowHook;
+
     /// <summary>Serializes mayday lists (wq_mayday_lock); taken inside pool locks.</summary>
     public Lock MaydayLock { get; } = new();
 

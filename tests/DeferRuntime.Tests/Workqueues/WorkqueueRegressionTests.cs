@@ -472,4 +472,82 @@ public class WorkqueueRegressionTests
         a.Destroy();
         b.Destroy();
     }
+
+    /// <summary>
+    /// flush_work() that lands between the CAS with which queue_delayed_work() takes PENDING and the
+    /// arming of the timer: the kernel's start_flush_work() finds that instance on no pwq and not running,
+    /// exactly as once the timer is armed, so it returns false at once. It used to wait for the instance,
+    /// i.e. for the whole delay.
+    /// </summary>
+    [Fact]
+    public void Flush_work_between_the_pending_cas_and_the_timer_arming_returns_at_once()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var dw = new DelayedWork(_ => { }, "arming");
+        Assert.True(rt.SystemWq.QueueDelayed(dw, 0)); // one run: the item now has a runtime to flush on
+        dw.FlushWork();
+        using var inWindow = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        rt.Wq.ArmingWindowHook = _ =>
+        {
+            inWindow.Set();
+            Wait.For(release, "the test to let the timer be armed");
+        };
+        var queuer = Guarded.Start(() => Assert.True(rt.SystemWq.QueueDelayed(dw, 10_000_000)), "queuer");
+        int flushed = -1;
+        Guarded? flusher = null;
+        try
+        {
+            Wait.For(inWindow, "queue_delayed_work() to hold PENDING with its timer not armed yet");
+            Assert.True(dw.IsPending);
+            Assert.False(dw.IsTimerPending);
+            // Nobody may steal or claim it meanwhile either: the queuer owns it until the timer holds it
+            // (try_to_grab_pending()'s -EAGAIN, on which cancel spins).
+            Assert.Equal(-1, dw.TryGrabPending());
+            flusher = Guarded.Start(() => Volatile.Write(ref flushed, dw.FlushWork() ? 1 : 0), "flusher");
+            // The flush either returns or goes to sleep waiting for the instance: no time window decides.
+            Wait.Until(() => Volatile.Read(ref flushed) >= 0 || rt.Wq.WaiterCount > 0, "flush_work() to return or to sleep");
+            Assert.Equal(0, Volatile.Read(ref flushed));
+        }
+        finally
+        {
+            rt.Wq.ArmingWindowHook = null;
+            release.Set();
+            queuer.Join();
+            // The armed instance is cancelled (a flush still sleeping on it, before the fix, wakes up).
+            Assert.True(dw.CancelDelayedWorkSync());
+            flusher?.Join();
+        }
+        Assert.False(dw.IsPending);
+        Assert.False(dw.IsTimerPending);
+    }
+
+    /// <summary>
+    /// The other side of the arming window: once the timer has fired and queued the item, it is on a
+    /// worklist, and flush_work() must wait for it (here it waits behind a blocker on a max_active 1
+    /// workqueue, so "waited" is shown by the flusher sleeping, not by timing).
+    /// </summary>
+    [Fact]
+    public void Flush_work_waits_for_a_delayed_item_its_timer_has_queued()
+    {
+        using var rt = TestRuntime.Boot(1);
+        using var wq = rt.AllocWorkqueue("behind", WorkqueueFlags.None, maxActive: 1);
+        var gate = new Completion();
+        var started = new StrongBox<int>();
+        wq.QueueOn(0, WqTest.Blocker(gate, started, "blocker"));
+        Wait.Until(() => started.Value == 1, "the blocker to start");
+        int runs = 0;
+        var dw = new DelayedWork(_ => Interlocked.Increment(ref runs), "fired");
+        Assert.True(wq.QueueDelayedOn(0, dw, 1));
+        Wait.Until(() => Volatile.Read(ref dw.QueuedPool) is not null, "the timer to fire and queue the item behind the blocker");
+        Assert.False(dw.IsTimerPending);
+        bool waited = false;
+        var flusher = Guarded.Start(() => waited = dw.FlushWork(), "flusher");
+        WqTest.UntilWaiters(rt, 1, "flush_work() to sleep on the queued instance");
+        Assert.Equal(0, Volatile.Read(ref runs));
+        gate.Complete();
+        flusher.Join();
+        Assert.True(waited);
+        Assert.Equal(1, Volatile.Read(ref runs));
+    }
 }

@@ -8,12 +8,14 @@ namespace DeferRuntime.Tests.Workqueues;
 internal static class WqTest
 {
     /// <summary>
-    /// Waits for an armed delayed item's timer to fire, then flush_work()s it: flush_work() does not wait
-    /// for an instance whose timer is still armed (it is on no queue yet), only for a queued or running one.
+    /// Waits for an armed delayed item's timer to fire and queue it, then flush_work()s it: flush_work()
+    /// does not wait for an instance its timer still holds (it is on no queue yet), only for a queued or
+    /// running one. The timer leaves the wheel before its callback queues the item, so "not pending" is
+    /// not enough: wait for the callback to let go of the instance.
     /// </summary>
     public static void FlushAfterTimer(DelayedWork work)
     {
-        Wait.Until(() => !work.IsTimerPending, $"the timer of '{work.Name}' to fire");
+        Wait.Until(() => !work.IsTimerPending && !work.IsTimerHeld, $"the timer of '{work.Name}' to fire and queue it");
         work.FlushWork();
     }
 
