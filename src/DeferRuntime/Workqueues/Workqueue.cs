@@ -416,6 +416,15 @@ public sealed partial class Workqueue : IDisposable
     /// jiffies whether or not it was pending: a pending instance is taken back first (its timer stopped or
     /// its queue entry removed). Returns true if it was pending. Callable from any context.
     /// </summary>
+    /// <remarks>
+    /// While a cancel_work_sync() or cancel_delayed_work_sync() of the item is in progress, it does
+    /// nothing and returns false, as the kernel's mod_delayed_work_on() does since Linux 6.10: that cancel
+    /// disables the item for the length of its wait (__cancel_work_sync() with WORK_CANCEL_DISABLE), so
+    /// work_grab_pending() finds it idle, clear_pending_if_disabled() drops the request, and the 0 from
+    /// the grab is returned; the cancel's promise (neither pending nor running on return) holds. (Before
+    /// 6.10 try_to_grab_pending() returned -ENOENT there, which mod_delayed_work_on() returned as true,
+    /// also without queueing.)
+    /// </remarks>
     public bool ModDelayed(DelayedWork work, long delay) => ModDelayedCommon(-1, work, delay, "mod_delayed_work()");
 
     /// <summary>mod_delayed_work() with the delay as a <see cref="TimeSpan"/>, rounded up to whole jiffies.</summary>
@@ -462,7 +471,10 @@ public sealed partial class Workqueue : IDisposable
             int grabbed = s.Work.GrabPendingWaiting(s.Caller, sync: false);
             if (grabbed < 0)
             {
-                return false; // a cancel_delayed_work_sync() owns it: it stays cancelled
+                // A cancel_work_sync()/cancel_delayed_work_sync() owns it, which the kernel expresses as a
+                // disable count: mod_delayed_work_on() grabs the idle item (0), clear_pending_if_disabled()
+                // drops the queue, and it returns false. It stays cancelled.
+                return false;
             }
             // A new instance: a flush_work() of the stolen one must not wait for it. With a delay it is the
             // timer's from this very add (TIMER), as for queue_delayed_work().

@@ -164,6 +164,49 @@ public class DelayedWorkTests
         Assert.Equal(WorkBusy.None, dw.Busy);
     }
 
+    /// <summary>
+    /// mod_delayed_work() while cancel_delayed_work_sync() owns the item (here: waits for its running
+    /// instance) does nothing and returns false, as mod_delayed_work_on() has since Linux 6.10: the cancel
+    /// has disabled the item, work_grab_pending() finds it idle (0) and clear_pending_if_disabled() drops
+    /// the request. Once the cancel returns, the item can be armed again.
+    /// </summary>
+    [Fact]
+    public void Mod_delayed_work_during_a_cancel_sync_does_nothing_and_returns_false()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var gate = new DeferRuntime.Locking.Completion();
+        int started = 0;
+        var dw = new DelayedWork(_ =>
+        {
+            Interlocked.Increment(ref started);
+            gate.WaitForCompletion();
+        }, "modded-while-cancelled");
+        Assert.True(rt.SystemWq.QueueDelayed(dw, 0));
+        Wait.Until(() => Volatile.Read(ref started) == 1, "the instance to start");
+        bool cancelled = true;
+        var canceler = Guarded.Start(() => cancelled = dw.CancelDelayedWorkSync(), "canceler");
+        try
+        {
+            Wait.Until(() => Volatile.Read(ref dw.Canceling) != 0, "cancel_delayed_work_sync() to own the item and wait for its run");
+            Assert.False(rt.SystemWq.ModDelayed(dw, 0)); // would queue at once on an idle item
+            Assert.False(rt.SystemWq.ModDelayedOn(1, dw, 1_000_000));
+            Assert.False(dw.IsTimerPending);
+            Assert.False(rt.SystemWq.QueueDelayed(dw, 0)); // and queueing is refused as ever
+        }
+        finally
+        {
+            gate.CompleteAll();
+            canceler.Join();
+        }
+        Assert.False(cancelled); // it was running, not pending
+        rt.SystemWq.Flush(); // had a mod queued it, it would have run by now
+        Assert.Equal(1, Volatile.Read(ref started));
+        Assert.Equal(WorkBusy.None, dw.Busy);
+        Assert.False(rt.SystemWq.ModDelayed(dw, 0)); // enabled again: idle, so queued, false
+        dw.FlushWork();
+        Assert.Equal(2, Volatile.Read(ref started));
+    }
+
     [Fact]
     public void Shutdown_does_not_run_far_delayed_work_early_and_reports_it_abandoned()
     {
