@@ -37,12 +37,21 @@ internal sealed class ContextGate
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void EnterSlow(ThreadContext context)
     {
-        var backoff = default(Backoff);
-        do
+        // Published for a holder that may be spinning on us (see ThreadContext.WaitingForGate).
+        Volatile.Write(ref context.WaitingForGate, this);
+        try
         {
-            backoff.Wait();
+            var backoff = default(Backoff);
+            do
+            {
+                backoff.Wait();
+            }
+            while (!TryEnter(context));
         }
-        while (!TryEnter(context));
+        finally
+        {
+            Volatile.Write(ref context.WaitingForGate, null);
+        }
     }
 
     /// <summary>

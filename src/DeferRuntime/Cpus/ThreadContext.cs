@@ -30,6 +30,13 @@ internal sealed class ThreadContext
     /// <summary>True while this thread holds its CPU's irq gate (local interrupts disabled).</summary>
     public bool IrqsOff;
 
+    /// <summary>
+    /// The gate of this CPU this thread is waiting to take (<see cref="ContextGate.Enter"/>'s slow path),
+    /// or null. Written by the owner; read racily by a thread that spins holding a gate and must not wait
+    /// for a thread that waits for it (cancel_work_sync() of a bh item with interrupts disabled).
+    /// </summary>
+    public ContextGate? WaitingForGate;
+
     /// <summary>The worker pool to tell when this thread blocks and resumes (workers only), or null.</summary>
     public Locking.ISleepNotifier? SleepNotifier;
 

@@ -92,14 +92,19 @@ public class DelayedWork : WorkStruct
 
     /// <summary>
     /// cancel_delayed_work_sync(): as <see cref="CancelDelayedWork"/>, then waits for a running instance;
-    /// when it returns the item is neither pending, nor armed, nor running. May sleep.
+    /// when it returns the item is neither pending, nor armed, nor running. May sleep, except for an item
+    /// last queued or armed on a bh workqueue, which may be cancelled from atomic context other than hard
+    /// IRQ and is then busy-waited for, as <see cref="WorkStruct.CancelWorkSync"/> explains.
     /// </summary>
     public bool CancelDelayedWorkSync()
     {
-        MightSleep.Check("cancel_delayed_work_sync()");
+        bool spin = SyncCancelMustSpin("cancel_delayed_work_sync()");
         ThrowIfSelf("cancel_delayed_work_sync()");
-        return CancelCore(sync: true, "cancel_delayed_work_sync()");
+        return CancelCore(sync: true, "cancel_delayed_work_sync()", spin);
     }
+
+    /// <summary>While the timer holds the instance, the workqueue it was armed for decides; otherwise the last queue.</summary>
+    internal override bool LastQueuedOnBh => IsTimerHeld ? Volatile.Read(ref TargetWq)?.IsBh == true : base.LastQueuedOnBh;
 
     /// <summary>
     /// flush_delayed_work(): if the timer is armed, queues the item now (the delay is cut short), then

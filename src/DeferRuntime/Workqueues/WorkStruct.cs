@@ -259,18 +259,63 @@ public class WorkStruct
     /// <summary>
     /// cancel_work_sync(): takes the item off its queue if pending and waits for a running instance to
     /// finish; when it returns the item is neither pending nor running (unless re-queued afterwards).
-    /// Returns true if it was pending. May sleep: refused in atomic context and from the item itself.
+    /// Returns true if it was pending. May sleep, except for an item last queued on a bh workqueue: that
+    /// one may also be cancelled from atomic context other than hard IRQ (softirq, bottom halves or
+    /// interrupts disabled, a spinlock held), and then busy-waits for its running instance, as in Linux
+    /// 6.10+. Refused from hard IRQ for a bh item, in any atomic context for others, and from the item itself.
     /// </summary>
     public bool CancelWorkSync()
     {
-        MightSleep.Check("cancel_work_sync()");
+        bool spin = SyncCancelMustSpin("cancel_work_sync()");
         ThrowIfSelf("cancel_work_sync()");
-        return CancelCore(sync: true, "cancel_work_sync()");
+        return CancelCore(sync: true, "cancel_work_sync()", spin);
     }
 
-    internal bool CancelCore(bool sync, string caller)
+    /// <summary>
+    /// The context rule of the kernel's __cancel_work_sync() (Linux 6.10+): an item whose work data says
+    /// WORK_OFFQ_BH (last on a bh pool) gets WARN_ON_ONCE(in_hardirq()), any other might_sleep(); and
+    /// __flush_work(from_cancel) busy-waits for a bh item instead of sleeping. Returns true if the caller
+    /// is atomic and so must spin; throws where the kernel forbids the call.
+    /// </summary>
+    /// <remarks>
+    /// Why spinning is safe, and why not from hard IRQ: the running instance of a bh item runs in the
+    /// softirq of its CPU. A canceler in softirq or with bottom halves disabled holds its own CPU's bh gate,
+    /// so that instance runs on another CPU and finishes without us. Other atomic contexts (interrupts or
+    /// preemption disabled, a spinlock held) exclude the softirq of their CPU in the kernel but not among
+    /// our threads; what that can cost is handled while spinning (ThrowIfSpinningOnOwnIrqGate). A hard IRQ may have interrupted that
+    /// very softirq on its own CPU (here: cpu/N runs hard IRQs in the middle of its softirqs), which can
+    /// then never finish while the handler spins: a deadlock, so the kernel warns and we refuse. Decided at
+    /// the call from where the item was last queued (or, for a delayed item, armed); a kernel built
+    /// without atomic-sleep debugging does the same for an armed bh item, which needs no wait.
+    /// </remarks>
+    private protected bool SyncCancelMustSpin(string caller)
     {
-        int grabbed = GrabPendingWaiting(caller, sync);
+        var ctx = ThreadContext.Current;
+        if (!MightSleep.IsAtomic(ctx))
+        {
+            return false;
+        }
+        if (!LastQueuedOnBh)
+        {
+            MightSleep.Check(caller); // throws: might_sleep()
+        }
+        if (ctx is { InHardirq: true })
+        {
+            throw new InvalidOperationException(
+                $"{caller} on bh work item '{Name}' in hard-IRQ context on CPU {ctx.Cpu.Id}: a bh work item may be cancelled synchronously " +
+                "from atomic context, busy-waiting for its running instance, but not from hard IRQ (the kernel's __cancel_work_sync(): " +
+                "WARN_ON_ONCE(in_hardirq())), because the instance may be the softirq this interrupt preempted on this CPU, which cannot " +
+                "finish while the handler waits. Use cancel_work() here, or cancel it synchronously from softirq or task context.");
+        }
+        return true;
+    }
+
+    /// <summary>Last queued (or, for a delayed item, armed) on a bh workqueue: the kernel's WORK_OFFQ_BH. Racy; for the context rule only.</summary>
+    internal virtual bool LastQueuedOnBh => Volatile.Read(ref Pwq)?.Pool.IsBh == true;
+
+    internal bool CancelCore(bool sync, string caller, bool spin = false)
+    {
+        int grabbed = GrabPendingWaiting(caller, sync, spin);
         if (grabbed < 0)
         {
             return false; // a non-sync cancel found another canceler: that one owns it (the kernel's -ENOENT)
@@ -283,7 +328,14 @@ public class WorkStruct
                 var owner = Volatile.Read(ref Owner);
                 if (owner is not null && !IsIdleNow())
                 {
-                    owner.WaitFor(caller, this, static w => w.IsIdleNow());
+                    if (spin)
+                    {
+                        SpinUntil(owner, caller, static w => w.IsIdleNow());
+                    }
+                    else
+                    {
+                        owner.WaitFor(caller, this, static w => w.IsIdleNow());
+                    }
                 }
             }
         }
@@ -295,6 +347,55 @@ public class WorkStruct
             ReleasePending();
         }
         return grabbed == 1;
+    }
+
+    /// <summary>
+    /// The busy-wait of __flush_work(from_cancel) for a bh item (the kernel's cpu_relax() loop), for a
+    /// canceler in atomic context. cpu/N takes pending hard IRQs meanwhile, as a CPU spinning with
+    /// interrupts enabled would; Backoff naps past its bound, so a holder on the same core gets to run.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void SpinUntil(WorkqueueSubsystem owner, string caller, Func<WorkStruct, bool> condition)
+    {
+        var ctx = ThreadContext.Current;
+        var backoff = default(Backoff);
+        while (!condition(this))
+        {
+            owner.Runtime.ThrowIfDead(caller);
+            if (ctx is not null)
+            {
+                ThrowIfSpinningOnOwnIrqGate(ctx, caller);
+                ctx.Cpu.PreemptionPoint(ctx);
+            }
+            backoff.Wait();
+        }
+    }
+
+    /// <summary>
+    /// The one case where our threads can do what a kernel CPU cannot. The kernel lets a bh item be
+    /// busy-waited for from any non-hardirq atomic context because on one CPU an irqs-off section and that
+    /// CPU's softirq never overlap. Here a thread of CPU N may hold N's irq gate while another thread of N
+    /// runs N's softirq, and so this item. If that thread now waits for the irq gate we hold (the item
+    /// disables interrupts), neither can go on: say so instead of hanging. Racy reads, but a waiter for a
+    /// gate we hold stays one until we let go, so a real deadlock is always seen, and nothing else is.
+    /// </summary>
+    private void ThrowIfSpinningOnOwnIrqGate(ThreadContext ctx, string caller)
+    {
+        if (!ctx.IrqsOff)
+        {
+            return;
+        }
+        var cpu = ctx.Cpu;
+        if (Volatile.Read(ref CurrentWorker) is { } worker && ReferenceEquals(worker.Pool.Cpu, cpu) && worker.Pool.IsBh &&
+            cpu.BhGate.Owner is { } softirq && !ReferenceEquals(softirq, ctx) && ReferenceEquals(Volatile.Read(ref softirq.WaitingForGate), cpu.IrqGate))
+        {
+            throw new InvalidOperationException(
+                $"{caller} on bh work item '{Name}' with local interrupts disabled on CPU {cpu.Id}: the item is running in CPU {cpu.Id}'s softirq " +
+                $"on another thread, which waits for CPU {cpu.Id}'s irq gate held here, so neither can go on. The kernel allows busy-waiting for a " +
+                "bh item from any non-hardirq atomic context because on one CPU an irqs-off section and that CPU's softirq never overlap; " +
+                "here they are two threads. Disable bottom halves before interrupts (spin_lock_bh, or local_bh_disable then local_irq_save), " +
+                "which keeps this CPU's softirq out while you wait, or cancel with interrupts enabled. A pending instance, if any, has been cancelled; the running one goes on.");
+        }
     }
 
     /// <summary>No instance is running (the latest started one completed). Lock-free.</summary>
@@ -320,7 +421,7 @@ public class WorkStruct
     /// queueing). Returns 1 if a pending instance was stolen, 0 if it was idle (PENDING is now ours),
     /// -1 for a non-sync caller that found another canceler holding it.
     /// </summary>
-    internal int GrabPendingWaiting(string caller, bool sync)
+    internal int GrabPendingWaiting(string caller, bool sync, bool spin = false)
     {
         var backoff = default(Backoff);
         while (true)
@@ -339,10 +440,18 @@ public class WorkStruct
                 // Another cancel_work_sync() holds PENDING and waits for the item: wait for it to let go
                 // (the kernel's cancel_waitq), sleeping, so a worker doing this is not counted running.
                 // An item never queued has no runtime to sleep on, and nothing to wait for: the other
-                // canceler lets go at once, so back off and retry.
+                // canceler lets go at once, so back off and retry. An atomic canceler of a bh item spins
+                // instead: the other one waits for the same bh instance, which finishes without either.
                 if (Volatile.Read(ref Owner) is { } owner)
                 {
-                    owner.WaitFor(caller, this, static w => Volatile.Read(ref w.Canceling) == 0 || !w.IsPending);
+                    if (spin)
+                    {
+                        SpinUntil(owner, caller, static w => Volatile.Read(ref w.Canceling) == 0 || !w.IsPending);
+                    }
+                    else
+                    {
+                        owner.WaitFor(caller, this, static w => Volatile.Read(ref w.Canceling) == 0 || !w.IsPending);
+                    }
                     continue;
                 }
             }

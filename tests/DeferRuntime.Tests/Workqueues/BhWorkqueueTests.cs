@@ -127,4 +127,175 @@ public class BhWorkqueueTests
         using var ok = rt.AllocWorkqueue("good-bh", WorkqueueFlags.Bh | WorkqueueFlags.HighPri);
         Assert.True(ok.IsBh);
     }
+
+    /// <summary>
+    /// Linux 6.10+: cancel_work_sync() of an item last queued on a bh workqueue may be called from
+    /// non-hardirq atomic context and busy-waits for the running instance (__flush_work() with
+    /// from_cancel on a WORK_OFFQ_BH item). The instance runs on CPU 1 and is held there until the
+    /// canceler, atomic on CPU 0, is known to own the item; the cancel must not return before it ends.
+    /// Each context failed before with "sleeping function called from invalid context".
+    /// </summary>
+    [Theory]
+    [InlineData("bh disabled")]
+    [InlineData("irqs disabled")]
+    [InlineData("spinlock held")]
+    [InlineData("softirq (tasklet)")]
+    [InlineData("bh work item")]
+    public void Cancel_work_sync_of_a_bh_item_from_atomic_context_busy_waits_for_its_run(string context)
+    {
+        using var rt = TestRuntime.Boot(2);
+        int started = 0, release = 0, done = 0;
+        var x = new WorkStruct(_ =>
+        {
+            Interlocked.Increment(ref started);
+            Wait.Until(() => Volatile.Read(ref release) != 0, "the test to release the bh item");
+            Volatile.Write(ref done, 1);
+        }, "bh-target");
+        rt.Bound(1, () => Assert.True(rt.SystemBhWq.Queue(x)));
+        Wait.Until(() => Volatile.Read(ref started) == 1, "the bh item to run on CPU 1");
+
+        int result = -1, doneAtReturn = -1;
+        Exception? failure = null;
+        void Cancel()
+        {
+            try
+            {
+                result = x.CancelWorkSync() ? 1 : 0;
+                doneAtReturn = Volatile.Read(ref done);
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        }
+        var spinlock = new KernelSpinlock("cancel-under-lock");
+        var canceler = context switch
+        {
+            "bh disabled" => Guarded.Start(() => rt.Bound(0, () =>
+            {
+                using (CpuContext.LocalBhDisable())
+                {
+                    Cancel();
+                }
+            }), "canceler"),
+            "irqs disabled" => Guarded.Start(() => rt.Bound(0, () =>
+            {
+                using (CpuContext.LocalIrqSave())
+                {
+                    Cancel();
+                }
+            }), "canceler"),
+            "spinlock held" => Guarded.Start(() => rt.Bound(0, () =>
+            {
+                using (spinlock.Enter())
+                {
+                    Cancel();
+                }
+            }), "canceler"),
+            "softirq (tasklet)" => Guarded.Start(() =>
+            {
+                var tasklet = rt.CreateTasklet(_ => Cancel(), "canceler");
+                rt.Bound(0, tasklet.Schedule);
+                Wait.Until(() => tasklet.RunCount == 1, "the canceling tasklet to run");
+            }, "canceler"),
+            _ => Guarded.Start(() =>
+            {
+                var y = new WorkStruct(_ => Cancel(), "bh-canceler");
+                rt.Bound(0, () => Assert.True(rt.SystemBhWq.Queue(y)));
+                y.FlushWork();
+            }, "canceler"),
+        };
+        try
+        {
+            // The canceler owns the item (and so waits for the run) or has failed: no timing decides.
+            Wait.Until(() => Volatile.Read(ref x.Canceling) != 0 || Volatile.Read(ref failure) is not null, "the canceler to own the item");
+        }
+        finally
+        {
+            Volatile.Write(ref release, 1);
+            canceler.Join();
+        }
+        Assert.Null(failure);
+        Assert.Equal(0, result); // it was running, not pending
+        Assert.Equal(1, doneAtReturn);
+        Assert.Equal(WorkBusy.None, x.Busy);
+        Assert.Equal(0, rt.Faults.Count);
+    }
+
+    /// <summary>
+    /// From hard IRQ the kernel WARNs (__cancel_work_sync(): WARN_ON_ONCE(in_hardirq())): the instance may
+    /// be the softirq the interrupt preempted. Refused here, before the item is touched. An item that was
+    /// never queued on a bh workqueue is refused in any atomic context (might_sleep()), as before.
+    /// </summary>
+    [Fact]
+    public void Cancel_work_sync_of_a_bh_item_from_hard_irq_is_refused_naming_the_rule()
+    {
+        using var rt = TestRuntime.Boot(2);
+        int runs = 0;
+        var x = new WorkStruct(_ => Interlocked.Increment(ref runs), "bh-pending");
+        var bhHeld = BhGateHolder.Hold(rt, 0); // x stays pending on CPU 0 meanwhile
+        Exception? fromIrq = null;
+        try
+        {
+            rt.Bound(0, () => Assert.True(rt.SystemBhWq.Queue(x)));
+            rt.OnCpu(1, () => fromIrq = Record.Exception(() => x.CancelWorkSync()));
+            Assert.True(x.IsPending); // untouched
+        }
+        finally
+        {
+            bhHeld.Dispose();
+        }
+        var e = Assert.IsType<InvalidOperationException>(fromIrq);
+        Assert.Contains("hard-IRQ context", e.Message, StringComparison.Ordinal);
+        Assert.Contains("WARN_ON_ONCE(in_hardirq())", e.Message, StringComparison.Ordinal);
+        x.FlushWork();
+        Assert.Equal(1, Volatile.Read(ref runs));
+
+        var neverOnBh = new WorkStruct(_ => { }, "never-on-bh");
+        rt.Bound(0, () =>
+        {
+            using (CpuContext.LocalBhDisable())
+            {
+                Assert.Contains("sleeping function called from invalid context", Assert.Throws<InvalidOperationException>(() => neverOnBh.CancelWorkSync()).Message, StringComparison.Ordinal);
+            }
+        });
+    }
+
+    /// <summary>
+    /// What one kernel CPU cannot do and our threads can: a thread of CPU 0 with interrupts disabled
+    /// cancels a bh item that runs in CPU 0's softirq on another thread, and the item then disables
+    /// interrupts, waiting for the irq gate the canceler holds. Spinning would hang both; the canceler is
+    /// told why instead, and once it lets go the item finishes.
+    /// </summary>
+    [Fact]
+    public void Cancel_work_sync_with_irqs_off_of_a_bh_item_waiting_for_that_cpus_irq_gate_is_refused_not_hung()
+    {
+        using var rt = TestRuntime.Boot(1);
+        int started = 0, cancelerHoldsIrqs = 0, done = 0;
+        var x = new WorkStruct(_ =>
+        {
+            Interlocked.Increment(ref started);
+            Wait.Until(() => Volatile.Read(ref cancelerHoldsIrqs) != 0, "the canceler to disable interrupts on CPU 0");
+            using (CpuContext.LocalIrqSave())
+            {
+                Volatile.Write(ref done, 1);
+            }
+        }, "bh-irqsave");
+        rt.Bound(0, () => Assert.True(rt.SystemBhWq.Queue(x)));
+        Exception? caught = null;
+        rt.Bound(0, () =>
+        {
+            Wait.Until(() => Volatile.Read(ref started) == 1, "the bh item to run");
+            using (CpuContext.LocalIrqSave())
+            {
+                Volatile.Write(ref cancelerHoldsIrqs, 1);
+                caught = Record.Exception(() => x.CancelWorkSync());
+                Assert.Equal(0, Volatile.Read(ref done));
+            }
+        });
+        var e = Assert.IsType<InvalidOperationException>(caught);
+        Assert.Contains("waits for CPU 0's irq gate held here", e.Message, StringComparison.Ordinal);
+        Wait.Until(() => Volatile.Read(ref done) == 1 && x.Busy == WorkBusy.None, "the bh item to finish once interrupts are back on");
+        Assert.False(x.IsPending);
+    }
 }
