@@ -12,9 +12,11 @@ namespace DeferRuntime.Devices;
 /// </summary>
 /// <remarks>
 /// <para>What runs where: the <c>storm</c> thread belongs to no CPU (a device). It paces every line
-/// against <see cref="Stopwatch"/> deadlines kept in a min-heap: it spins when the next deadline is
-/// microseconds away, yields or naps (usleep 50 µs) when it is further, and sleeps only when it is more
-/// than 2 ms away, so Thread.Sleep's millisecond granularity never shapes the arrivals.</para>
+/// against <see cref="Stopwatch"/> deadlines kept in a min-heap. On Linux it sleeps with
+/// clock_nanosleep() to 20 µs before each deadline (timer slack 1 ns), then spins: it uses no CPU between
+/// events, so a busy cpu/N of the same priority does not hold it off for a time slice. Elsewhere it
+/// spins when the next deadline is microseconds away, yields or naps when it is further, and sleeps
+/// only when it is more than 2 ms away, so Thread.Sleep's millisecond granularity never shapes the arrivals.</para>
 /// <para>Honesty about pacing: one thread can only assert so fast. When it finds itself more than
 /// <see cref="StormOptions.MaxLag"/> behind a deadline it says so (<see cref="FellBehind"/>, the report's
 /// achieved rate and maximum lag) and restarts that line's schedule from now instead of bursting to catch
@@ -29,12 +31,20 @@ namespace DeferRuntime.Devices;
 /// </remarks>
 public sealed class StormGenerator : IDisposable
 {
-    // Waiting for a deadline this far away or more sleeps for real (Thread.Sleep(1) lasts 1-2 ms).
+    // Waiting for a deadline this far away or more sleeps for real (Thread.Sleep(1) lasts 1-2 ms), where
+    // an absolute-deadline sleep is not available.
     private static readonly long SleepTicks = Stopwatch.Frequency * 2 / 1000;
     // From here to SleepTicks, a usleep(50) nap (about 60-110 µs with the default timer slack).
     private static readonly long NapTicks = Stopwatch.Frequency / 5000;
     // From here to NapTicks, a yield; below it, a spin: a yield can cost a timeslice on a busy core.
     private static readonly long YieldTicks = Stopwatch.Frequency / 50_000;
+    // Linux: sleep to this long before the deadline (timer slack 1 ns), then spin the rest. Covers the
+    // usual wake-up delay of a timed sleep, so the spin is short and the thread sleeps between events
+    // instead of yielding: a thread that sleeps is scheduled promptly when it wakes, while one that
+    // yields in a loop waits behind a busy same-priority cpu/N for a time slice (milliseconds of lag).
+    private static readonly long WakeMarginTicks = Stopwatch.Frequency / 50_000;
+    // At most this long in one sleep, so backlogs are still handed over while a slow line waits.
+    private static readonly long LongestSleepTicks = Stopwatch.Frequency / 1000;
 
     private readonly Runtime _runtime; // I
     private readonly StormOptions _options; // I
@@ -172,6 +182,9 @@ public sealed class StormGenerator : IDisposable
         {
             int gen0 = GC.CollectionCount(0), gen1 = GC.CollectionCount(1), gen2 = GC.CollectionCount(2);
             var pause = GC.GetTotalPauseDuration();
+            // Its timed sleeps end at their deadline, not up to 50 µs later (refused only off Linux,
+            // where the pacing falls back to naps and yields).
+            Nap.UsePreciseTimerSlack();
             var pacer = new Pacer(_sources, _options);
             long allocated = GC.GetAllocatedBytesForCurrentThread();
             Generate(pacer);
@@ -261,7 +274,18 @@ public sealed class StormGenerator : IDisposable
                 return now;
             }
             FlushBacklogs();
-            if (left > SleepTicks)
+            if (Nap.CanSleepUntil)
+            {
+                if (left > WakeMarginTicks)
+                {
+                    Nap.Until(now + Math.Min(left - WakeMarginTicks, LongestSleepTicks));
+                }
+                else
+                {
+                    Thread.SpinWait(16);
+                }
+            }
+            else if (left > SleepTicks)
             {
                 Thread.Sleep(1);
             }
