@@ -122,7 +122,7 @@ public class WorkqueueChainedThroughputBenchmarks
     private Runtime _runtime = null!;
     private WorkStruct _driver = null!;
     private WorkStruct[] _items = null!;
-    private PoolDriver _poolDriver = null!;
+    private LocalQueueDriver _poolDriver = null!;
     private long _issued;
     private long _poolIssued;
 
@@ -139,7 +139,7 @@ public class WorkqueueChainedThroughputBenchmarks
                 wq.Queue(item);
             }
         }, "driver");
-        _poolDriver = new PoolDriver(Enumerable.Range(0, RunsPerInvoke).Select(_ => new CountingWorkItem(_poolDone, concurrent: true)).ToArray());
+        _poolDriver = new LocalQueueDriver(Enumerable.Range(0, RunsPerInvoke).Select(_ => new CountingWorkItem(_poolDone, concurrent: true)).ToArray());
         wq.Queue(_driver);
         _issued = RunsPerInvoke;
         Spin.Until(ref _done.Line.Value, _issued);
@@ -168,17 +168,5 @@ public class WorkqueueChainedThroughputBenchmarks
         ThreadPool.UnsafeQueueUserWorkItem(_poolDriver, preferLocal: false);
         _poolIssued += RunsPerInvoke;
         Spin.UntilQuietly(ref _poolDone.Line.Value, _poolIssued);
-    }
-
-    private sealed class PoolDriver(CountingWorkItem[] items) : IThreadPoolWorkItem
-    {
-        public void Execute()
-        {
-            ThreadAffinity.WidenPoolThread();
-            foreach (var item in items)
-            {
-                ThreadPool.UnsafeQueueUserWorkItem(item, preferLocal: true);
-            }
-        }
     }
 }
