@@ -424,9 +424,9 @@ internal sealed class StormRunner
         string devicePriority = _s.Priorities == PriorityPolicy.None ? "unchanged"
             : _deviceNiceError is null ? $"nice {_s.CpuNice}: granted" : $"nice {_s.CpuNice}: REFUSED ({_deviceNiceError})";
         var generator = storm is null
-            ? new GeneratorInfo(0, 0, 0, false, 0, 0, 0, 0, 0, devicePriority)
+            ? new GeneratorInfo(0, 0, 0, false, 0, 0, 0, null, 0, 0, 0, devicePriority)
             : new GeneratorInfo(storm.RequestedRate, storm.AchievedRate, storm.Elapsed.TotalSeconds, storm.FellBehind, storm.MaxLag.TotalMicroseconds,
-                storm.LateEvents, storm.BacklogStalls, storm.Abandoned, storm.GeneratorAllocatedBytes, devicePriority);
+                storm.LateEvents, storm.LateLag.TotalMilliseconds, storm.LateRunDelay?.TotalMilliseconds, storm.BacklogStalls, storm.Abandoned, storm.GeneratorAllocatedBytes, devicePriority);
         if (storm is { Abandoned: > 0 })
         {
             problems.Add($"the generator abandoned {storm.Abandoned:N0} backlogged events");

@@ -62,6 +62,8 @@ public sealed class StormGenerator : IDisposable
     private long _generationEndTicks;
     private long _maxLagTicks;
     private long _lateEvents;
+    private long _lateLagTicks; // total lag of the late arrivals
+    private long _lateRunDelayNs; // of it, the generator's OS run delay across their waits (-1: not measurable here)
     private int _fellBehind;
     private long _allocatedBytes;
     private long _abandoned;
@@ -170,6 +172,7 @@ public sealed class StormGenerator : IDisposable
             lines, elapsed, _options.Lines.Sum(l => l.RatePerSecond),
             elapsed > TimeSpan.Zero ? generated / elapsed.TotalSeconds : 0,
             FellBehind, Stopwatch.GetElapsedTime(0, Volatile.Read(ref _maxLagTicks)), Volatile.Read(ref _lateEvents),
+            Stopwatch.GetElapsedTime(0, Volatile.Read(ref _lateLagTicks)), Volatile.Read(ref _lateRunDelayNs) is var rd and >= 0 ? TimeSpan.FromTicks(rd / 100) : null,
             generated, lines.Sum(l => l.Handled), Volatile.Read(ref _backlogStalls), Volatile.Read(ref _abandoned), done,
             done ? _gen0 : 0, done ? _gen1 : 0, done ? _gen2 : 0, done ? _gcPause : TimeSpan.Zero, done ? _allocatedBytes : 0);
     }
@@ -209,6 +212,14 @@ public sealed class StormGenerator : IDisposable
 
     private void Generate(Pacer pacer)
     {
+        // Late arrivals are split by where the time went: a wait for a CPU of this OS shows in the
+        // thread's run delay; a vCPU the hypervisor did not run shows nowhere (the OS counts it as the
+        // thread running, or as its sleep). One pread per event, allocation-free.
+        using var schedstat = ThreadSchedStat.OpenForCurrentThread();
+        if (schedstat is null)
+        {
+            Volatile.Write(ref _lateRunDelayNs, -1);
+        }
         long start = Stopwatch.GetTimestamp();
         Volatile.Write(ref _startTicks, start);
         pacer.Begin(start);
@@ -228,6 +239,7 @@ public sealed class StormGenerator : IDisposable
                 now = WaitUntil(end);
                 break;
             }
+            long runDelayBefore = schedstat is null ? 0 : ThreadSchedStat.ReadRunDelayNs(schedstat);
             now = WaitUntil(due);
             if (_stop)
             {
@@ -242,6 +254,14 @@ public sealed class StormGenerator : IDisposable
             {
                 Volatile.Write(ref _fellBehind, 1);
                 Volatile.Write(ref _lateEvents, _lateEvents + 1);
+                Volatile.Write(ref _lateLagTicks, _lateLagTicks + lag);
+                if (schedstat is not null)
+                {
+                    // The run delay over the whole wait, capped at the lag: some of it may predate the deadline.
+                    long waited = ThreadSchedStat.ReadRunDelayNs(schedstat) - runDelayBefore;
+                    long lagNs = (long)(lag * (1e9 / Stopwatch.Frequency));
+                    Volatile.Write(ref _lateRunDelayNs, _lateRunDelayNs + Math.Clamp(waited, 0, lagNs));
+                }
                 pacer.Reanchor(line, now);
             }
 

@@ -160,6 +160,13 @@ public class StormGeneratorTests
         Assert.True(report.FellBehind);
         Assert.True(storm.FellBehind);
         Assert.True(report.LateEvents > 0);
+        Assert.True(report.LateLag > TimeSpan.Zero);
+        if (OperatingSystem.IsLinux())
+        {
+            // Part of the lag, never more: the run delay is capped at each late arrival's lag.
+            Assert.NotNull(report.LateRunDelay);
+            Assert.InRange(report.LateRunDelay.Value, TimeSpan.Zero, report.LateLag);
+        }
         Assert.True(report.AchievedRate < report.RequestedRate);
         Assert.Equal(200_000, report.Handled); // behind schedule, but not one event fewer
         Assert.Contains("FELL BEHIND", report.Render(), StringComparison.Ordinal);

@@ -53,10 +53,12 @@ internal sealed record PlacementInfo(string Thread, int Cpu, int? Core, bool Pin
 /// <param name="RequestedRate">Events per second asked for over its lines.</param>
 /// <param name="AchievedRate">Events per second it generated.</param>
 /// <param name="FellBehind">It could not pace the rate (more than 1 ms behind): the storm it delivered was slower.</param>
+/// <param name="LateLagMs">The late arrivals' lag, summed.</param>
+/// <param name="LateRunDelayMs">Of it, the time the generator waited for a CPU of this OS; the rest the OS counted as the thread running or asleep (on a VM: its vCPU not running). Null where the OS does not say.</param>
 /// <param name="DeviceThreadPriority">The priority the device threads (generator, NIC sender) ran at, and whether the OS granted it.</param>
 internal sealed record GeneratorInfo(
     double RequestedRate, double AchievedRate, double ElapsedSeconds, bool FellBehind, double MaxLagUs, long LateEvents,
-    long BacklogStalls, long Abandoned, long AllocatedBytes, string DeviceThreadPriority);
+    double LateLagMs, double? LateRunDelayMs, long BacklogStalls, long Abandoned, long AllocatedBytes, string DeviceThreadPriority);
 
 /// <summary>One path's counts and latencies over the measured storm.</summary>
 /// <param name="Name">The path (hardirq, tasklet, softirq, threaded, wq-bound, wq-unbound, bh-wq, napi).</param>
