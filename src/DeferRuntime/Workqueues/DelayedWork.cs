@@ -103,6 +103,27 @@ public class DelayedWork : WorkStruct
         return CancelCore(sync: true, "cancel_delayed_work_sync()", spin);
     }
 
+    /// <summary>
+    /// disable_delayed_work() (Linux 6.10+): stops the timer or takes the item off its queue, and keeps it
+    /// from being queued or armed until <see cref="EnableDelayedWork"/>; as <see cref="WorkStruct.DisableWork"/>.
+    /// Returns true if it was pending. Callable from any context.
+    /// </summary>
+    public bool DisableDelayedWork() => DisableCore(sync: false, "disable_delayed_work()", spin: false);
+
+    /// <summary>
+    /// disable_delayed_work_sync() (Linux 6.10+): <see cref="DisableDelayedWork"/>, then waits for a
+    /// running instance; the context rule is <see cref="CancelDelayedWorkSync"/>'s.
+    /// </summary>
+    public bool DisableDelayedWorkSync()
+    {
+        bool spin = SyncCancelMustSpin("disable_delayed_work_sync()");
+        ThrowIfSelf("disable_delayed_work_sync()");
+        return DisableCore(sync: true, "disable_delayed_work_sync()", spin);
+    }
+
+    /// <summary>enable_delayed_work() (Linux 6.10+): as <see cref="WorkStruct.EnableWork"/>.</summary>
+    public bool EnableDelayedWork() => EnableWork();
+
     /// <summary>While the timer holds the instance, the workqueue it was armed for decides; otherwise the last queue.</summary>
     internal override bool LastQueuedOnBh => IsTimerHeld ? Volatile.Read(ref TargetWq)?.IsBh == true : base.LastQueuedOnBh;
 

@@ -43,6 +43,7 @@ namespace DeferRuntime.Workqueues;
 public class WorkStruct
 {
     internal const long Pending = 1;
+    internal const int MaxDisableCount = 0xFFFF; // WORK_OFFQ_DISABLE_BITS: 16
     internal const long TimerHeld = 2;
     internal const int SeqShift = 2;
     private const long SeqOne = 1L << SeqShift;
@@ -67,6 +68,7 @@ public class WorkStruct
     internal long UntrackedCompletedSeq; // A: atomic max of the SEQs of untracked instances that completed
     private List<(Worker Worker, long Seq)>? _untrackedRuns; // A (made once), then under its own lock: the untracked runs now
     internal int Canceling; // A: a cancel_work_sync() holds PENDING and waits (WORK_OFFQ_CANCELING)
+    internal int DisableCount; // A: disable_work() nesting (the kernel's off-queue disable count): queues are refused while non-zero
     internal WorkqueueSubsystem? Owner; // A: the runtime it was last queued on (whose waiters flush it)
     internal long QueuedAt; // O, then L: Stopwatch timestamp of the queue while a queue-latency histogram listens, else 0
 
@@ -269,6 +271,86 @@ public class WorkStruct
         bool spin = SyncCancelMustSpin("cancel_work_sync()");
         ThrowIfSelf("cancel_work_sync()");
         return CancelCore(sync: true, "cancel_work_sync()", spin);
+    }
+
+    /// <summary>work_is_disabled-style check: <see cref="DisableWork"/> calls outnumber <see cref="EnableWork"/> calls, so queueing it does nothing.</summary>
+    public bool IsDisabled => Volatile.Read(ref DisableCount) != 0;
+
+    /// <summary>
+    /// disable_work() (Linux 6.10+): cancels the item as <see cref="CancelWork"/> does and keeps it from
+    /// being queued until a matching <see cref="EnableWork"/>: queue_work() and friends return false and
+    /// do nothing meanwhile. Calls nest (at most 65535 deep). Does not wait for a running instance.
+    /// Returns true if it was pending. Callable from any context. With bh workqueues this is what
+    /// tasklet_disable() becomes.
+    /// </summary>
+    public bool DisableWork() => DisableCore(sync: false, "disable_work()", spin: false);
+
+    /// <summary>
+    /// disable_work_sync() (Linux 6.10+): <see cref="DisableWork"/>, then waits for a running instance
+    /// to finish: when it returns the item is neither pending nor running, and stays so until
+    /// <see cref="EnableWork"/>. The context rule is <see cref="CancelWorkSync"/>'s (may sleep; a bh
+    /// item may also be disabled from atomic context other than hard IRQ, busy-waiting).
+    /// </summary>
+    public bool DisableWorkSync()
+    {
+        bool spin = SyncCancelMustSpin("disable_work_sync()");
+        ThrowIfSelf("disable_work_sync()");
+        return DisableCore(sync: true, "disable_work_sync()", spin);
+    }
+
+    /// <summary>
+    /// enable_work() (Linux 6.10+): undoes one <see cref="DisableWork"/>. Returns true if the item can be
+    /// queued again (the last disable was undone). Callable from any context. Refused for an item that is
+    /// not disabled (the kernel warns: an unbalanced enable).
+    /// </summary>
+    public bool EnableWork()
+    {
+        int count = Volatile.Read(ref DisableCount);
+        while (true)
+        {
+            if (count == 0)
+            {
+                throw new InvalidOperationException(
+                    $"enable_work() on work item '{Name}', which is not disabled: every enable_work() must undo one disable_work() " +
+                    "(the kernel's work_offqd_enable() warns 'unbalanced disable/enable').");
+            }
+            int seen = Interlocked.CompareExchange(ref DisableCount, count - 1, count);
+            if (seen == count)
+            {
+                return count == 1;
+            }
+            count = seen;
+        }
+    }
+
+    /// <summary>
+    /// __cancel_work(WORK_CANCEL_DISABLE), and the flush of disable_work_sync(). The count goes up first
+    /// (a full barrier), then the pending instance, if any, is taken back: a queuer that took PENDING
+    /// before the count went up has either linked its instance (taken back here) or will see the count
+    /// (see TrySetPendingForQueue). The kernel takes PENDING first and bumps the count under it; from
+    /// outside the two orders cannot be told apart.
+    /// </summary>
+    private protected bool DisableCore(bool sync, string caller, bool spin)
+    {
+        int count = Volatile.Read(ref DisableCount);
+        while (true)
+        {
+            if (count == MaxDisableCount)
+            {
+                throw new InvalidOperationException(
+                    $"{caller} on work item '{Name}': disabled {MaxDisableCount} times already, the most the count holds (the kernel's " +
+                    "work_offqd_disable() warns and leaves it). Every disable_work() needs a matching enable_work().");
+            }
+            int seen = Interlocked.CompareExchange(ref DisableCount, count + 1, count);
+            if (seen == count)
+            {
+                break;
+            }
+            count = seen;
+        }
+        // A cancel_work_sync() that holds PENDING (non-sync: -1 inside) removes the instance itself, and
+        // nothing can be queued after it now: nothing for a non-sync disable to wait for.
+        return CancelCore(sync, caller, spin);
     }
 
     /// <summary>
@@ -522,11 +604,31 @@ public class WorkStruct
             long seen = Interlocked.CompareExchange(ref State, s + add, s);
             if (seen == s)
             {
+                // clear_pending_if_disabled(): read after the CAS (a full barrier), as disable_work() bumps
+                // the count before it grabs PENDING, so either this queue sees the count or the disabler
+                // sees this instance and takes it back.
+                if (Volatile.Read(ref DisableCount) != 0)
+                {
+                    RefuseDisabled();
+                    return false;
+                }
                 return true;
             }
             s = seen;
         }
         return false;
+    }
+
+    /// <summary>
+    /// clear_pending_if_disabled() for a caller that just took PENDING (a queue, or mod_delayed_work()'s
+    /// grab): the item is disabled, so nothing is queued. The instance a queue's CAS numbered counts as
+    /// skipped, so a flush_work() that read its SEQ does not wait for it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal void RefuseDisabled()
+    {
+        Volatile.Write(ref SkippedSeq, Seq);
+        ReleasePending();
     }
 
     /// <summary>

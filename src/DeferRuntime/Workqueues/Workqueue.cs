@@ -476,6 +476,14 @@ public sealed partial class Workqueue : IDisposable
                 // drops the queue, and it returns false. It stays cancelled.
                 return false;
             }
+            if (Volatile.Read(ref s.Work.DisableCount) != 0)
+            {
+                // clear_pending_if_disabled(): a disabled item is taken back (if it was pending) but not
+                // queued again; the return says whether it was pending, as the kernel's does. No SEQ was
+                // taken (a stolen instance is already marked skipped), so only PENDING goes.
+                s.Work.ReleasePending();
+                return grabbed == 1;
+            }
             // A new instance: a flush_work() of the stolen one must not wait for it. With a delay it is the
             // timer's from this very add (TIMER), as for queue_delayed_work().
             s.Work.BumpSeqOwned(timerHeld: s.Delay > 0);

@@ -1,0 +1,219 @@
+using DeferRuntime.Cpus;
+using DeferRuntime.Locking;
+using DeferRuntime.Workqueues;
+
+namespace DeferRuntime.Tests.Workqueues;
+
+/// <summary>disable_work()/enable_work() (Linux 6.10+): a disable count that refuses queues, nests, and cancels.</summary>
+public class DisableWorkTests
+{
+    [Fact]
+    public void A_disabled_item_is_not_queued_until_enabled()
+    {
+        using var rt = TestRuntime.Boot(2);
+        int runs = 0;
+        var x = new WorkStruct(_ => Interlocked.Increment(ref runs), "x");
+        Assert.False(x.DisableWork()); // idle: nothing to cancel
+        Assert.True(x.IsDisabled);
+        Assert.False(rt.SystemWq.Queue(x));
+        Assert.False(rt.SystemWq.QueueOn(1, x));
+        Assert.False(rt.ScheduleWork(x));
+        rt.Bound(0, () => Assert.False(rt.SystemBhWq.Queue(x)));
+        Assert.False(x.IsPending);
+        Assert.False(x.FlushWork()); // the refused queues left no instance to wait for
+        rt.SystemWq.Flush();
+        Assert.Equal(0, Volatile.Read(ref runs));
+
+        Assert.True(x.EnableWork());
+        Assert.False(x.IsDisabled);
+        Assert.True(rt.SystemWq.Queue(x));
+        x.FlushWork();
+        Assert.Equal(1, Volatile.Read(ref runs));
+    }
+
+    [Fact]
+    public void Disable_takes_back_a_pending_instance_and_calls_nest()
+    {
+        using var rt = TestRuntime.Boot(2);
+        using var wq = rt.AllocOrderedWorkqueue("disable-ordered");
+        var gate = new Completion();
+        int runs = 0;
+        var blocker = new WorkStruct(_ => gate.WaitForCompletion(), "blocker");
+        var x = new WorkStruct(_ => Interlocked.Increment(ref runs), "x");
+        Assert.True(wq.Queue(blocker));
+        Assert.True(wq.Queue(x)); // waits behind the blocker: pending, not running
+        Assert.True(x.DisableWork());
+        Assert.False(x.IsPending);
+        Assert.False(x.DisableWork()); // nested
+        gate.Complete();
+        wq.Flush();
+        Assert.Equal(0, Volatile.Read(ref runs));
+
+        Assert.False(x.EnableWork()); // one disable left
+        Assert.False(wq.Queue(x));
+        Assert.True(x.EnableWork());
+        Assert.True(wq.Queue(x));
+        wq.Flush();
+        Assert.Equal(1, Volatile.Read(ref runs));
+    }
+
+    [Fact]
+    public void Enable_without_disable_is_refused_naming_the_rule()
+    {
+        var x = new WorkStruct(_ => { }, "never-disabled");
+        var e = Assert.Throws<InvalidOperationException>(() => x.EnableWork());
+        Assert.Contains("enable_work()", e.Message, StringComparison.Ordinal);
+        Assert.Contains("unbalanced", e.Message, StringComparison.Ordinal);
+        Assert.False(x.IsDisabled);
+    }
+
+    [Fact]
+    public void Disable_work_sync_waits_for_the_running_instance()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var gate = new Completion();
+        int started = 0, done = 0;
+        var x = new WorkStruct(_ =>
+        {
+            Interlocked.Increment(ref started);
+            gate.WaitForCompletion();
+            Volatile.Write(ref done, 1);
+        }, "x");
+        Assert.True(rt.SystemWq.Queue(x));
+        Wait.Until(() => Volatile.Read(ref started) == 1, "the item to start");
+
+        int result = -1, doneAtReturn = -1;
+        var disabler = Guarded.Start(() =>
+        {
+            result = x.DisableWorkSync() ? 1 : 0;
+            doneAtReturn = Volatile.Read(ref done);
+        }, "disabler");
+        try
+        {
+            // It sleeps in the wait for the run (a waiter of the runtime), so it cannot have returned.
+            WqTest.UntilWaiters(rt, 1, "disable_work_sync() to wait for the run");
+            Assert.Equal(-1, Volatile.Read(ref result));
+        }
+        finally
+        {
+            gate.Complete();
+            disabler.Join();
+        }
+        Assert.Equal(0, result); // running, not pending
+        Assert.Equal(1, doneAtReturn);
+        Assert.Equal(WorkBusy.None, x.Busy);
+        Assert.False(rt.SystemWq.Queue(x));
+        Assert.True(x.EnableWork());
+    }
+
+    [Fact]
+    public void A_disabled_delayed_item_is_neither_armed_nor_queued()
+    {
+        using var rt = TestRuntime.Boot(2);
+        int runs = 0;
+        var dw = new DelayedWork(_ => Interlocked.Increment(ref runs), "delayed");
+        Assert.True(rt.SystemWq.QueueDelayed(dw, 10_000_000));
+        Assert.True(dw.DisableDelayedWork()); // the armed timer is stopped
+        Assert.False(dw.IsTimerPending);
+        Assert.False(dw.IsPending);
+        Assert.False(rt.SystemWq.QueueDelayed(dw, 1));
+        Assert.False(rt.SystemWq.ModDelayed(dw, 1)); // nothing pending to take back, and nothing armed
+        Assert.False(dw.IsTimerPending);
+        Assert.False(dw.IsPending);
+        Assert.False(dw.FlushDelayedWork());
+
+        Assert.True(dw.EnableDelayedWork());
+        Assert.True(rt.SystemWq.QueueDelayed(dw, 0));
+        dw.FlushWork();
+        Assert.Equal(1, Volatile.Read(ref runs));
+    }
+
+    [Fact]
+    public void Disable_work_sync_of_a_bh_item_may_run_in_atomic_context_but_not_a_normal_ones()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var bh = new WorkStruct(_ => { }, "bh");
+        var normal = new WorkStruct(_ => { }, "normal");
+        rt.Bound(0, () => Assert.True(rt.SystemBhWq.Queue(bh)));
+        bh.FlushWork();
+        Assert.True(rt.SystemWq.Queue(normal));
+        normal.FlushWork();
+        rt.Bound(0, () =>
+        {
+            using (CpuContext.LocalBhDisable())
+            {
+                Assert.False(bh.DisableWorkSync());
+                var e = Assert.Throws<InvalidOperationException>(() => normal.DisableWorkSync());
+                Assert.Contains("sleeping function called from invalid context", e.Message, StringComparison.Ordinal);
+                Assert.False(normal.DisableWork()); // the non-sync one is callable from any context
+            }
+        });
+        Assert.True(bh.IsDisabled);
+        Assert.True(normal.IsDisabled);
+        Assert.True(bh.EnableWork());
+        Assert.True(normal.EnableWork());
+    }
+
+    /// <summary>
+    /// Queuers hammer an item while another thread disables it (sync) and enables it again, many times.
+    /// Between a disable_work_sync() and its enable_work() the item never runs and is never pending; at the
+    /// end every queue that returned true either ran or was taken back by a disable that returned true.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Disable_and_enable_against_queuers_lose_and_leak_nothing(bool bh)
+    {
+        using var rt = TestRuntime.Boot(2);
+        var wq = bh ? rt.SystemBhWq : rt.SystemWq;
+        long runs = 0, accepted = 0, takenBack = 0;
+        var x = new WorkStruct(_ => Interlocked.Increment(ref runs), "hammered");
+        int stop = 0;
+        var queuers = Enumerable.Range(0, 2).Select(cpu => Guarded.Start(() => rt.Bound(cpu, () =>
+        {
+            while (Volatile.Read(ref stop) == 0)
+            {
+                if (wq.Queue(x))
+                {
+                    Interlocked.Increment(ref accepted);
+                }
+            }
+        }), $"queuer{cpu}")).ToArray();
+        string? violation = null;
+        try
+        {
+            for (int i = 0; i < 2_000 && violation is null; i++)
+            {
+                if (x.DisableWorkSync())
+                {
+                    Interlocked.Increment(ref takenBack);
+                }
+                long runsWhileDisabled = Volatile.Read(ref runs);
+                for (int k = 0; k < 10; k++)
+                {
+                    if (x.IsPending || x.Busy != WorkBusy.None)
+                    {
+                        violation = $"iteration {i}: pending or running while disabled ({x.Busy})";
+                    }
+                }
+                if (Volatile.Read(ref runs) != runsWhileDisabled)
+                {
+                    violation = $"iteration {i}: ran while disabled";
+                }
+                x.EnableWork();
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref stop, 1);
+            foreach (var q in queuers)
+            {
+                q.Join();
+            }
+        }
+        x.FlushWork();
+        Assert.Null(violation);
+        Assert.Equal(Volatile.Read(ref accepted), Volatile.Read(ref runs) + Volatile.Read(ref takenBack));
+        Assert.Equal(0, rt.Faults.Count);
+    }
+}
