@@ -368,7 +368,9 @@ public class WorkStruct
     /// very softirq on its own CPU (here: cpu/N runs hard IRQs in the middle of its softirqs), which can
     /// then never finish while the handler spins: a deadlock, so the kernel warns and we refuse. Decided at
     /// the call from where the item was last queued (or, for a delayed item, armed); a kernel built
-    /// without atomic-sleep debugging does the same for an armed bh item, which needs no wait.
+    /// without atomic-sleep debugging does the same for an armed bh item, which needs no wait. Checked
+    /// again after the grab (<see cref="CancelCore"/>), where the kernel decides: a run to wait for that
+    /// is not on a bh pool gets might_sleep().
     /// </remarks>
     private protected bool SyncCancelMustSpin(string caller)
     {
@@ -406,6 +408,14 @@ public class WorkStruct
         {
             if (sync)
             {
+                if (spin && RunsOutsideBh())
+                {
+                    // The run to wait for may sleep: it is not a bh one, whatever the call was decided
+                    // from (a re-queue onto a normal workqueue since, or a timer armed for a bh one while
+                    // the item runs for a normal one). The kernel's __cancel_work_sync() decides here,
+                    // after the grab, from the pool the work data names, and calls might_sleep().
+                    MightSleep.Check(caller); // throws: the caller is atomic
+                }
                 Volatile.Write(ref Canceling, 1);
                 var owner = Volatile.Read(ref Owner);
                 if (owner is not null && !IsIdleNow())
@@ -478,6 +488,32 @@ public class WorkStruct
                 "here they are two threads. Disable bottom halves before interrupts (spin_lock_bh, or local_bh_disable then local_irq_save), " +
                 "which keeps this CPU's softirq out while you wait, or cancel with interrupts enabled. A pending instance, if any, has been cancelled; the running one goes on.");
         }
+    }
+
+    /// <summary>
+    /// Some run now is on a pool that is not bh (a run that may sleep). For a canceler that holds
+    /// PENDING, so no run can start meanwhile. Lock-free but for the rare untracked runs.
+    /// </summary>
+    private bool RunsOutsideBh()
+    {
+        if (Volatile.Read(ref CurrentWorker) is { } worker && !worker.Pool.IsBh)
+        {
+            return true;
+        }
+        if (Volatile.Read(ref Untracked) != 0 && Volatile.Read(ref _untrackedRuns) is { } runs)
+        {
+            lock (runs)
+            {
+                foreach (var run in runs)
+                {
+                    if (!run.Worker.Pool.IsBh)
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        return false;
     }
 
     /// <summary>No instance is running (the latest started one completed). Lock-free.</summary>

@@ -558,8 +558,21 @@ public sealed partial class Workqueue : IDisposable
         work.TargetCpu = cpu;
         _sub.ArmingWindowHook?.Invoke(work);
         _sub.DelayedArmed();
-        timer.Expires = _runtime.Jiffies + delay;
-        timer.AddTimerOn(cpu >= 0 ? cpu : target.Id);
+        try
+        {
+            timer.Expires = _runtime.Jiffies + delay;
+            // From a thread of no CPU, add_timer_on() enters the rundown protection again, which a
+            // shutdown begun since ours was entered refuses: the timer is then not armed, so the timer
+            // cannot hold the instance; let go of it as any refused arming does.
+            timer.AddTimerOn(cpu >= 0 ? cpu : target.Id);
+        }
+        catch when (!timer.TimerPending)
+        {
+            _sub.DelayedDisarmed();
+            Volatile.Write(ref work.SkippedSeq, work.Seq);
+            work.ReleasePending();
+            throw;
+        }
     }
 
     /// <summary>is_chained_work(): while draining, only items of this workqueue may queue on it.</summary>
