@@ -12,7 +12,14 @@ namespace DeferRuntime.Platform;
 internal static class ThreadRunState
 {
     /// <summary>Opens the calling thread's state file, or null where there is none (not Linux, no /proc).</summary>
-    public static SafeFileHandle? OpenForCurrentThread()
+    public static SafeFileHandle? OpenForCurrentThread() => OpenThreadSelf("stat");
+
+    /// <summary>
+    /// Opens /proc/thread-self/<paramref name="name"/> for reading, or null where there is none (not
+    /// Linux, no /proc, a kernel before 3.17 without thread-self, or a file this kernel does not have).
+    /// The handle names the calling thread's task whoever reads it later.
+    /// </summary>
+    internal static SafeFileHandle? OpenThreadSelf(string name)
     {
         if (!OperatingSystem.IsLinux())
         {
@@ -20,11 +27,11 @@ internal static class ThreadRunState
         }
         try
         {
-            return File.OpenHandle("/proc/thread-self/stat", FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return File.OpenHandle("/proc/thread-self/" + name, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         }
         catch (IOException)
         {
-            return null; // no /proc, or a kernel before 3.17 (no thread-self)
+            return null;
         }
         catch (UnauthorizedAccessException)
         {

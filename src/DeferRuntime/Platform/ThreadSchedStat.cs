@@ -14,28 +14,13 @@ internal static class ThreadSchedStat
     /// <summary>Opens the calling thread's schedstat file, or null where there is none (not Linux, no /proc, no CONFIG_SCHED_INFO).</summary>
     public static SafeFileHandle? OpenForCurrentThread()
     {
-        if (!OperatingSystem.IsLinux())
+        var handle = ThreadRunState.OpenThreadSelf("schedstat");
+        if (handle is not null && ReadRunDelayNs(handle) < 0)
         {
+            handle.Dispose();
             return null;
         }
-        try
-        {
-            var handle = File.OpenHandle("/proc/thread-self/schedstat", FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            if (ReadRunDelayNs(handle) < 0)
-            {
-                handle.Dispose();
-                return null;
-            }
-            return handle;
-        }
-        catch (IOException)
-        {
-            return null;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return null;
-        }
+        return handle;
     }
 
     /// <summary>Run delay in ns so far ("on-CPU-ns run-delay-ns timeslices"), or -1 if it cannot be read.</summary>
