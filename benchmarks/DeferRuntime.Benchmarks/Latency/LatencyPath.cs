@@ -51,6 +51,7 @@ internal abstract class LatencyPath : IDisposable
         new ThreadPoolPath(idleGapNs: 100_000),
         new ChannelAwaitingPath(idleGapNs: 100_000),
         new WorkqueuePath(idleGapNs: 1_000_000),
+        new WorkqueuePath(idleGapNs: 1_000_000, pollWindow: TimeSpan.FromMilliseconds(2)),
         new ThreadPoolPath(idleGapNs: 1_000_000),
         new RawFutexWakePath(gapNs: 1_000_000),
         new BlockedWorkqueuePath(runtimePrimitive: true),

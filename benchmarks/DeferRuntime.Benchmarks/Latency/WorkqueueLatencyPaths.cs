@@ -16,16 +16,20 @@ namespace DeferRuntime.Benchmarks.Latency;
 /// |  spin on probe    |&lt;---probe line-------|                                                |
 /// </code>
 /// The runtime is booted Hybrid, not Poll: cpu/0 has nothing to do here (queue_work does not kick it),
-/// parks after its poll window and leaves core C to the worker.
+/// parks after its poll window and leaves core C to the worker. With <c>pollWindow</c> the runtime's
+/// <see cref="RuntimeOptions.WorkerPollWindow"/> is set past the gap: the idle worker never parks, the
+/// idle pool behaves as a hot one, and core C is busy polling all the time (the price of that row).
 /// </remarks>
-internal sealed class WorkqueuePath(long idleGapNs) : LatencyPath
+internal sealed class WorkqueuePath(long idleGapNs, TimeSpan? pollWindow = null) : LatencyPath
 {
     private Runtime? _runtime;
     private WorkStruct? _item;
 
     public override string Name => idleGapNs == 0
         ? "DeferRuntime: foreign queue_work -> kworker item start (hot pool: worker polling)"
-        : $"DeferRuntime: foreign queue_work -> kworker item start (idle pool: gap >= {idleGapNs / 1000} µs, worker parked)";
+        : pollWindow is { } window
+            ? $"DeferRuntime: foreign queue_work -> kworker item start (idle pool: gap >= {idleGapNs / 1000} µs, WorkerPollWindow {window.TotalMilliseconds} ms: worker polling, a core busy)"
+            : $"DeferRuntime: foreign queue_work -> kworker item start (idle pool: gap >= {idleGapNs / 1000} µs, worker parked)";
 
     public override long MinGapNs => idleGapNs;
 
@@ -33,7 +37,7 @@ internal sealed class WorkqueuePath(long idleGapNs) : LatencyPath
 
     public override void Start(LatencyProbe probe)
     {
-        _runtime = ForeignTopology.BootRemoteCpu(IdlePolicy.Hybrid);
+        _runtime = ForeignTopology.BootRemoteCpu(IdlePolicy.Hybrid, pollWindow);
         _item = new WorkStruct(_ => probe.OnCallback(), "latency");
         // The pool's first workers are made on first use: make them now, outside the measurement.
         var warm = new WorkStruct(_ => { }, "warm");

@@ -27,20 +27,29 @@ internal static class ForeignTopology
     /// <summary>The consumer's core.</summary>
     public static int ConsumerCore => Cores()[^1];
 
-    /// <summary>Boots a one-CPU runtime on <see cref="ConsumerCore"/>, then pins the calling thread to <see cref="ProducerCore"/>.</summary>
-    public static Runtime BootRemoteCpu(IdlePolicy idlePolicy)
+    /// <summary>
+    /// Boots a one-CPU runtime on <see cref="ConsumerCore"/>, then pins the calling thread to
+    /// <see cref="ProducerCore"/>. <paramref name="workerPollWindow"/>: the runtime's
+    /// <see cref="RuntimeOptions.WorkerPollWindow"/>, if not the default.
+    /// </summary>
+    public static Runtime BootRemoteCpu(IdlePolicy idlePolicy, TimeSpan? workerPollWindow = null)
     {
         int producer = ProducerCore, consumer = ConsumerCore;
         Runtime runtime;
         ThreadAffinity.Pin(consumer);
         try
         {
-            runtime = Runtime.Boot(new RuntimeOptions
+            var options = new RuntimeOptions
             {
                 CpuCount = 1,
                 IdlePolicy = idlePolicy,
                 ForeignPlacement = ForeignPlacement.RoundRobin,
-            });
+            };
+            if (workerPollWindow is { } window)
+            {
+                options.WorkerPollWindow = window;
+            }
+            runtime = Runtime.Boot(options);
         }
         finally
         {
