@@ -348,6 +348,7 @@ public class WorkStruct
             }
             count = seen;
         }
+        Volatile.Read(ref Owner)?.DisableWindowHook?.Invoke(this);
         // A cancel_work_sync() that holds PENDING (non-sync: -1 inside) removes the instance itself, and
         // nothing can be queued after it now: nothing for a non-sync disable to wait for.
         return CancelCore(sync, caller, spin);

@@ -476,14 +476,19 @@ public sealed partial class Workqueue : IDisposable
                 // drops the queue, and it returns false. It stays cancelled.
                 return false;
             }
-            if (Volatile.Read(ref s.Work.DisableCount) != 0)
+            if (grabbed == 0 && Volatile.Read(ref s.Work.DisableCount) != 0)
             {
-                // clear_pending_if_disabled(): a disabled item is taken back (if it was pending) but not
-                // queued again; the return says whether it was pending, as the kernel's does. No SEQ was
-                // taken (a stolen instance is already marked skipped), so only PENDING goes.
+                // clear_pending_if_disabled(): a disabled item is not queued; it was idle, so false, as the
+                // kernel's. No SEQ was taken, so only PENDING goes.
                 s.Work.ReleasePending();
-                return grabbed == 1;
+                return false;
             }
+            // A pending instance taken back from an item disabled now: a disable_work() has bumped the count
+            // and not grabbed yet (one that grabbed took back every instance, and none is made after a
+            // bump), so it will take back what is queued here. Queue it, as the kernel's order has it (it
+            // grabs before it bumps): this call first, returning true, then that disable, also true.
+            // Dropping it here instead left the disable finding the item idle: an instance taken back with
+            // no replacement, reported by no disable.
             // A new instance: a flush_work() of the stolen one must not wait for it. With a delay it is the
             // timer's from this very add (TIMER), as for queue_delayed_work().
             s.Work.BumpSeqOwned(timerHeld: s.Delay > 0);

@@ -88,6 +88,12 @@ internal sealed partial class WorkqueueSubsystem
     /// </summary>
     public volatile Action<DelayedWork>? ArmingWindowHook;
 
+    /// <summary>
+    /// Test hook: runs in disable_work() and its variants between the bump of the disable count and the
+    /// grab of PENDING (for an item last queued on this runtime), so a test can hold that window open.
+    /// </summary>
+    public volatile Action<WorkStruct>? DisableWindowHook;
+
     /// <summary>Serializes mayday lists (wq_mayday_lock); taken inside pool locks.</summary>
     public Lock MaydayLock { get; } = new();
 

@@ -155,6 +155,56 @@ public class DisableWorkTests
     }
 
     /// <summary>
+    /// mod_delayed_work() lands between the bump of a disable_delayed_work()'s count and its grab of the
+    /// armed instance. In the kernel the disable takes PENDING before it bumps, so the two are ordered:
+    /// either mod_delayed_work() first (it returns true and re-arms; the disable takes that back, true), or
+    /// the disable first (true; mod_delayed_work() finds the item idle and disabled, false). Either way the
+    /// disable of an item pending throughout returns true. mod_delayed_work() used to take the instance
+    /// back and queue nothing, returning true, and the disable then found the item idle and returned false:
+    /// an instance taken back with no replacement, reported by no disable (a reference a driver drops on a
+    /// disable that returns true would leak).
+    /// </summary>
+    [Fact]
+    public void Mod_delayed_work_during_a_disable_leaves_the_disable_reporting_the_pending_instance()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var dw = new DelayedWork(_ => { }, "raced");
+        Assert.True(rt.SystemWq.QueueDelayed(dw, 10_000_000)); // armed: pending, never due during the test
+        using var inWindow = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        rt.Wq.DisableWindowHook = _ =>
+        {
+            inWindow.Set();
+            Wait.For(release, "the test to let the disable grab PENDING");
+        };
+        int disabled = -1;
+        bool modded;
+        var disabler = Guarded.Start(() => Volatile.Write(ref disabled, dw.DisableDelayedWork() ? 1 : 0), "disabler");
+        try
+        {
+            Wait.For(inWindow, "disable_delayed_work() to have bumped its count and not grabbed yet");
+            rt.Wq.DisableWindowHook = null;
+            Assert.True(dw.IsDisabled);
+            Assert.True(dw.IsTimerPending);
+            modded = rt.SystemWq.ModDelayed(dw, 10_000_000);
+        }
+        finally
+        {
+            rt.Wq.DisableWindowHook = null;
+            release.Set();
+            disabler.Join();
+        }
+        Assert.Equal(1, Volatile.Read(ref disabled));
+        Assert.True(modded); // it took the armed instance and re-armed it, which the disable then took back
+        Assert.False(dw.IsPending);
+        Assert.False(dw.IsTimerPending);
+        Assert.False(rt.SystemWq.ModDelayed(dw, 1)); // now disabled and idle: nothing taken, nothing armed
+        Assert.False(dw.IsPending);
+        Assert.True(dw.EnableDelayedWork());
+        Assert.Equal(0, rt.Faults.Count);
+    }
+
+    /// <summary>
     /// Queuers hammer an item while another thread disables it (sync) and enables it again, many times.
     /// Between a disable_work_sync() and its enable_work() the item never runs and is never queued; at the
     /// end every queue that returned true either ran or was taken back by a disable that returned true.
