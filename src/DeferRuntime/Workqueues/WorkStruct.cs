@@ -348,10 +348,21 @@ public class WorkStruct
             }
             count = seen;
         }
-        Volatile.Read(ref Owner)?.DisableWindowHook?.Invoke(this);
-        // A cancel_work_sync() that holds PENDING (non-sync: -1 inside) removes the instance itself, and
-        // nothing can be queued after it now: nothing for a non-sync disable to wait for.
-        return CancelCore(sync, caller, spin);
+        try
+        {
+            Volatile.Read(ref Owner)?.DisableWindowHook?.Invoke(this);
+            // A cancel_work_sync() that holds PENDING (non-sync: -1 inside) removes the instance itself, and
+            // nothing can be queued after it now: nothing for a non-sync disable to wait for.
+            return CancelCore(sync, caller, spin);
+        }
+        catch
+        {
+            // The call failed (a sync wait the context forbids, found after the grab; the runtime died):
+            // it leaves no disable behind, as a failed cancel_work_sync() leaves the item enabled. A pending
+            // instance it took back stays cancelled, which the exception says.
+            Interlocked.Decrement(ref DisableCount);
+            throw;
+        }
     }
 
     /// <summary>
@@ -657,9 +668,9 @@ public class WorkStruct
     }
 
     /// <summary>
-    /// clear_pending_if_disabled() for a caller that just took PENDING (a queue, or mod_delayed_work()'s
-    /// grab): the item is disabled, so nothing is queued. The instance a queue's CAS numbered counts as
-    /// skipped, so a flush_work() that read its SEQ does not wait for it.
+    /// clear_pending_if_disabled() for a queue that just took PENDING with its CAS: the item is disabled,
+    /// so nothing is queued. The instance the CAS numbered counts as skipped, so a flush_work() that read
+    /// its SEQ does not wait for it.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal void RefuseDisabled()

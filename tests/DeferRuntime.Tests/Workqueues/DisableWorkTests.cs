@@ -57,6 +57,30 @@ public class DisableWorkTests
         Assert.Equal(1, Volatile.Read(ref runs));
     }
 
+    /// <summary>A disable whose cancel fails after the count went up leaves no disable behind (the failure is injected through the hook).</summary>
+    [Fact]
+    public void A_failed_disable_leaves_the_item_enabled()
+    {
+        using var rt = TestRuntime.Boot(2);
+        int runs = 0;
+        var x = new WorkStruct(_ => Interlocked.Increment(ref runs), "x");
+        Assert.True(rt.SystemWq.Queue(x)); // gives it an owner (the runtime whose hook runs)
+        x.FlushWork();
+        rt.Wq.DisableWindowHook = _ => throw new InvalidOperationException("injected");
+        try
+        {
+            Assert.Equal("injected", Assert.Throws<InvalidOperationException>(() => x.DisableWorkSync()).Message);
+        }
+        finally
+        {
+            rt.Wq.DisableWindowHook = null;
+        }
+        Assert.False(x.IsDisabled);
+        Assert.True(rt.SystemWq.Queue(x));
+        x.FlushWork();
+        Assert.Equal(2, Volatile.Read(ref runs));
+    }
+
     [Fact]
     public void Enable_without_disable_is_refused_naming_the_rule()
     {
