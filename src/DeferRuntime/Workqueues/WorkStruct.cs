@@ -67,7 +67,7 @@ public class WorkStruct
     internal int Untracked; // A: instances running while a tracked one ran (for other workqueues): rare
     internal long UntrackedCompletedSeq; // A: atomic max of the SEQs of untracked instances that completed
     private List<(Worker Worker, long Seq)>? _untrackedRuns; // A (made once), then under its own lock: the untracked runs now
-    internal int Canceling; // A: a cancel_work_sync() holds PENDING and waits (WORK_OFFQ_CANCELING)
+    internal int SyncCancelers; // A: cancel_work_sync()/disable_work_sync() calls waiting for a run of it now (diagnostics, tests)
     internal int DisableCount; // A: disable_work() nesting (the kernel's off-queue disable count): queues are refused while non-zero
     internal WorkqueueSubsystem? Owner; // A: the runtime it was last queued on (whose waiters flush it)
     internal long QueuedAt; // O, then L: Stopwatch timestamp of the queue while a queue-latency histogram listens, else 0
@@ -261,7 +261,8 @@ public class WorkStruct
     /// <summary>
     /// cancel_work_sync(): takes the item off its queue if pending and waits for a running instance to
     /// finish; when it returns the item is neither pending nor running (unless re-queued afterwards).
-    /// Returns true if it was pending. May sleep, except for an item last queued on a bh workqueue: that
+    /// As in Linux 6.10+ it disables the item for the wait (queues return false meanwhile, and the item
+    /// reads as not pending) and enables it again at the end. Returns true if it was pending. May sleep, except for an item last queued on a bh workqueue: that
     /// one may also be cancelled from atomic context other than hard IRQ (softirq, bottom halves or
     /// interrupts disabled, a spinlock held), and then busy-waits for its running instance, as in Linux
     /// 6.10+. Refused from hard IRQ for a bh item, in any atomic context for others, and from the item itself.
@@ -323,14 +324,8 @@ public class WorkStruct
         }
     }
 
-    /// <summary>
-    /// __cancel_work(WORK_CANCEL_DISABLE), and the flush of disable_work_sync(). The count goes up first
-    /// (a full barrier), then the pending instance, if any, is taken back: a queuer that took PENDING
-    /// before the count went up has either linked its instance (taken back here) or will see the count
-    /// (see TrySetPendingForQueue). The kernel takes PENDING first and bumps the count under it; from
-    /// outside the two orders cannot be told apart.
-    /// </summary>
-    private protected bool DisableCore(bool sync, string caller, bool spin)
+    /// <summary>work_offqd_disable(): one more disable; refused at the 16-bit limit (the kernel warns and leaves the count).</summary>
+    private void BumpDisableCount(string caller)
     {
         int count = Volatile.Read(ref DisableCount);
         while (true)
@@ -344,15 +339,25 @@ public class WorkStruct
             int seen = Interlocked.CompareExchange(ref DisableCount, count + 1, count);
             if (seen == count)
             {
-                break;
+                return;
             }
             count = seen;
         }
+    }
+
+    /// <summary>
+    /// __cancel_work(WORK_CANCEL_DISABLE), and the flush of disable_work_sync(). The count goes up first
+    /// (a full barrier), then the pending instance, if any, is taken back: a queuer that took PENDING
+    /// before the count went up has either linked its instance (taken back here) or will see the count
+    /// (see TrySetPendingForQueue). The kernel takes PENDING first and bumps the count under it; from
+    /// outside the two orders cannot be told apart.
+    /// </summary>
+    private protected bool DisableCore(bool sync, string caller, bool spin)
+    {
+        BumpDisableCount(caller);
         try
         {
             Volatile.Read(ref Owner)?.DisableWindowHook?.Invoke(this);
-            // A cancel_work_sync() that holds PENDING (non-sync: -1 inside) removes the instance itself, and
-            // nothing can be queued after it now: nothing for a non-sync disable to wait for.
             return CancelCore(sync, caller, spin);
         }
         catch
@@ -409,28 +414,39 @@ public class WorkStruct
     /// <summary>Last queued (or, for a delayed item, armed) on a bh workqueue: the kernel's WORK_OFFQ_BH. Racy; for the context rule only.</summary>
     internal virtual bool LastQueuedOnBh => Volatile.Read(ref Pwq)?.Pool.IsBh == true;
 
+    /// <summary>
+    /// __cancel_work() (<paramref name="sync"/> false) or __cancel_work_sync() (true), as Linux 6.10+ has
+    /// them: the sync one disables the item, takes back a pending instance, waits for the running one and
+    /// enables the item again. While it waits the item is idle and disabled: work_pending() reads false,
+    /// queues return false, and another canceler does not wait for this one.
+    /// </summary>
     internal bool CancelCore(bool sync, string caller, bool spin = false)
     {
-        int grabbed = GrabPendingWaiting(caller, sync, spin);
-        if (grabbed < 0)
+        if (!sync)
         {
-            return false; // a non-sync cancel found another canceler: that one owns it (the kernel's -ENOENT)
+            int taken = GrabPendingWaiting();
+            ReleasePending();
+            return taken == 1;
         }
+        BumpDisableCount(caller);
         try
         {
-            if (sync)
+            int grabbed = GrabPendingWaiting();
+            ReleasePending();
+            // No run can start now (the count refuses every queue, and a pending instance was taken back).
+            if (spin && RunsOutsideBh())
             {
-                if (spin && RunsOutsideBh())
-                {
-                    // The run to wait for may sleep: it is not a bh one, whatever the call was decided
-                    // from (a re-queue onto a normal workqueue since, or a timer armed for a bh one while
-                    // the item runs for a normal one). The kernel's __cancel_work_sync() decides here,
-                    // after the grab, from the pool the work data names, and calls might_sleep().
-                    MightSleep.Check(caller); // throws: the caller is atomic
-                }
-                Volatile.Write(ref Canceling, 1);
-                var owner = Volatile.Read(ref Owner);
-                if (owner is not null && !IsIdleNow())
+                // The run to wait for may sleep: it is not a bh one, whatever the call was decided
+                // from (a re-queue onto a normal workqueue since, or a timer armed for a bh one while
+                // the item runs for a normal one). The kernel's __cancel_work_sync() decides here,
+                // after the grab, from the pool the work data names, and calls might_sleep().
+                MightSleep.Check(caller); // throws: the caller is atomic
+            }
+            var owner = Volatile.Read(ref Owner);
+            if (owner is not null && !IsIdleNow())
+            {
+                Interlocked.Increment(ref SyncCancelers);
+                try
                 {
                     if (spin)
                     {
@@ -441,16 +457,18 @@ public class WorkStruct
                         owner.WaitFor(caller, this, static w => w.IsIdleNow());
                     }
                 }
+                finally
+                {
+                    Interlocked.Decrement(ref SyncCancelers);
+                }
             }
+            return grabbed == 1;
         }
         finally
         {
-            // Even when the wait throws (the runtime died): PENDING and the canceling mark must not
-            // stay held, or every later queue and cancel of the item would be refused or spin.
-            Volatile.Write(ref Canceling, 0);
-            ReleasePending();
+            // enable_work() of the cancel's own disable, also when the wait throws (the runtime died).
+            Interlocked.Decrement(ref DisableCount);
         }
-        return grabbed == 1;
     }
 
     /// <summary>
@@ -547,11 +565,12 @@ public class WorkStruct
     }
 
     /// <summary>
-    /// Grabs PENDING, retrying while a queuer is between its CAS and the link (or a timer callback is
-    /// queueing). Returns 1 if a pending instance was stolen, 0 if it was idle (PENDING is now ours),
-    /// -1 for a non-sync caller that found another canceler holding it.
+    /// work_grab_pending(): grabs PENDING, retrying while its holder is between taking it and letting go
+    /// (a queuer before its link, a timer callback queueing, another canceler, mod_delayed_work()): each
+    /// holds it for a few instructions. Returns 1 if a pending instance was taken back, 0 if it was idle;
+    /// PENDING is the caller's either way.
     /// </summary>
-    internal int GrabPendingWaiting(string caller, bool sync, bool spin = false)
+    internal int GrabPendingWaiting()
     {
         var backoff = default(Backoff);
         while (true)
@@ -560,30 +579,6 @@ public class WorkStruct
             if (r >= 0)
             {
                 return r;
-            }
-            if (Volatile.Read(ref Canceling) != 0)
-            {
-                if (!sync)
-                {
-                    return -1;
-                }
-                // Another cancel_work_sync() holds PENDING and waits for the item: wait for it to let go
-                // (the kernel's cancel_waitq), sleeping, so a worker doing this is not counted running.
-                // An item never queued has no runtime to sleep on, and nothing to wait for: the other
-                // canceler lets go at once, so back off and retry. An atomic canceler of a bh item spins
-                // instead: the other one waits for the same bh instance, which finishes without either.
-                if (Volatile.Read(ref Owner) is { } owner)
-                {
-                    if (spin)
-                    {
-                        SpinUntil(owner, caller, static w => Volatile.Read(ref w.Canceling) == 0 || !w.IsPending);
-                    }
-                    else
-                    {
-                        owner.WaitFor(caller, this, static w => Volatile.Read(ref w.Canceling) == 0 || !w.IsPending);
-                    }
-                    continue;
-                }
             }
             backoff.Wait();
         }

@@ -419,9 +419,9 @@ public sealed partial class Workqueue : IDisposable
     /// <remarks>
     /// While a cancel_work_sync() or cancel_delayed_work_sync() of the item is in progress, it does
     /// nothing and returns false, as the kernel's mod_delayed_work_on() does since Linux 6.10: that cancel
-    /// disables the item for the length of its wait (__cancel_work_sync() with WORK_CANCEL_DISABLE), so
-    /// work_grab_pending() finds it idle, clear_pending_if_disabled() drops the request, and the 0 from
-    /// the grab is returned; the cancel's promise (neither pending nor running on return) holds. (Before
+    /// disables the item for the length of its wait (here as there: __cancel_work_sync() with
+    /// WORK_CANCEL_DISABLE), so the grab finds it idle, clear_pending_if_disabled() drops the request, and
+    /// the 0 from the grab is returned; the cancel's promise (neither pending nor running on return) holds. (Before
     /// 6.10 try_to_grab_pending() returned -ENOENT there, which mod_delayed_work_on() returned as true,
     /// also without queueing.)
     /// </remarks>
@@ -468,14 +468,7 @@ public sealed partial class Workqueue : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(delay);
         return WithRundown(cpu, caller, (Wq: this, Work: work, Delay: delay, Cpu: cpu, Caller: caller), static (target, s) =>
         {
-            int grabbed = s.Work.GrabPendingWaiting(s.Caller, sync: false);
-            if (grabbed < 0)
-            {
-                // A cancel_work_sync()/cancel_delayed_work_sync() owns it, which the kernel expresses as a
-                // disable count: mod_delayed_work_on() grabs the idle item (0), clear_pending_if_disabled()
-                // drops the queue, and it returns false. It stays cancelled.
-                return false;
-            }
+            int grabbed = s.Work.GrabPendingWaiting();
             if (grabbed == 0 && Volatile.Read(ref s.Work.DisableCount) != 0)
             {
                 // clear_pending_if_disabled(): a disabled item is not queued; it was idle, so false, as the

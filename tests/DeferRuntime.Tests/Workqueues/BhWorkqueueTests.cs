@@ -208,7 +208,7 @@ public class BhWorkqueueTests
         try
         {
             // The canceler owns the item (and so waits for the run) or has failed: no timing decides.
-            Wait.Until(() => Volatile.Read(ref x.Canceling) != 0 || Volatile.Read(ref failure) is not null, "the canceler to own the item");
+            Wait.Until(() => Volatile.Read(ref x.SyncCancelers) != 0 || Volatile.Read(ref failure) is not null, "the canceler to own the item");
         }
         finally
         {

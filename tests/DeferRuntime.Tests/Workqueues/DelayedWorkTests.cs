@@ -187,7 +187,7 @@ public class DelayedWorkTests
         var canceler = Guarded.Start(() => cancelled = dw.CancelDelayedWorkSync(), "canceler");
         try
         {
-            Wait.Until(() => Volatile.Read(ref dw.Canceling) != 0, "cancel_delayed_work_sync() to own the item and wait for its run");
+            Wait.Until(() => Volatile.Read(ref dw.SyncCancelers) != 0, "cancel_delayed_work_sync() to own the item and wait for its run");
             Assert.False(rt.SystemWq.ModDelayed(dw, 0)); // would queue at once on an idle item
             Assert.False(rt.SystemWq.ModDelayedOn(1, dw, 1_000_000));
             Assert.False(dw.IsTimerPending);

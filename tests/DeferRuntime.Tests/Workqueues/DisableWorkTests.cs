@@ -81,6 +81,53 @@ public class DisableWorkTests
         Assert.Equal(2, Volatile.Read(ref runs));
     }
 
+    /// <summary>
+    /// cancel_work_sync() as Linux 6.10+ has it: disable, take back, wait, enable. While two cancelers wait
+    /// for the same run, the item is idle and disabled (not pending, queues refused), neither waits for
+    /// the other, and a user's enable_work() of its own disable leaves the cancels' disables in place.
+    /// </summary>
+    [Fact]
+    public void Cancel_work_sync_is_disable_wait_enable_and_cancelers_wait_side_by_side()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var gate = new Completion();
+        int started = 0;
+        var x = new WorkStruct(_ =>
+        {
+            Interlocked.Increment(ref started);
+            gate.WaitForCompletion();
+        }, "x");
+        Assert.True(rt.SystemWq.Queue(x));
+        Wait.Until(() => Volatile.Read(ref started) == 1, "the item to start");
+        Assert.False(x.DisableWork()); // the user's own disable (running, not pending)
+        var results = new int[] { -1, -1 };
+        var cancelers = Enumerable.Range(0, 2).Select(i => Guarded.Start(() => results[i] = x.CancelWorkSync() ? 1 : 0, $"canceler{i}")).ToArray();
+        try
+        {
+            Wait.Until(() => Volatile.Read(ref x.SyncCancelers) == 2, "both cancelers to wait for the run");
+            Assert.False(x.IsPending); // the kernel's work_pending() during a cancel: idle
+            Assert.True(x.IsDisabled);
+            Assert.False(rt.SystemWq.Queue(x));
+            Assert.False(x.EnableWork()); // the user's disable goes; the cancels' two remain
+            Assert.True(x.IsDisabled);
+        }
+        finally
+        {
+            gate.Complete();
+            foreach (var c in cancelers)
+            {
+                c.Join();
+            }
+        }
+        Assert.Equal([0, 0], results);
+        Assert.False(x.IsDisabled);
+        Assert.Equal(WorkBusy.None, x.Busy);
+        Assert.True(rt.SystemWq.Queue(x));
+        gate.Complete();
+        x.FlushWork();
+        Assert.Equal(2, Volatile.Read(ref started));
+    }
+
     [Fact]
     public void Enable_without_disable_is_refused_naming_the_rule()
     {

@@ -671,8 +671,8 @@ public class WorkqueueRegressionTests
                 }
             }), "canceler");
             // The canceler is refused, or owns the item and waits for the sleeping run: no timing decides.
-            Wait.Until(() => Volatile.Read(ref failure) is not null || Volatile.Read(ref dw.Canceling) != 0, "the canceler to be refused or to wait");
-            Assert.Equal(0, Volatile.Read(ref dw.Canceling));
+            Wait.Until(() => Volatile.Read(ref failure) is not null || Volatile.Read(ref dw.SyncCancelers) != 0, "the canceler to be refused or to wait");
+            Assert.Equal(0, Volatile.Read(ref dw.SyncCancelers));
         }
         finally
         {
