@@ -330,13 +330,40 @@ public class WorkStruct
         int count = Volatile.Read(ref DisableCount);
         while (true)
         {
-            if (count == MaxDisableCount)
+            if (count >= MaxDisableCount) // a cancel_work_sync() waiting may hold one more, its own
             {
                 throw new InvalidOperationException(
                     $"{caller} on work item '{Name}': disabled {MaxDisableCount} times already, the most the count holds (the kernel's " +
                     "work_offqd_disable() warns and leaves it). Every disable_work() needs a matching enable_work().");
             }
             int seen = Interlocked.CompareExchange(ref DisableCount, count + 1, count);
+            if (seen == count)
+            {
+                return;
+            }
+            count = seen;
+        }
+    }
+
+    /// <summary>
+    /// enable_work() of a disable the runtime took itself (a cancel_work_sync()'s, or a failed
+    /// disable_work()'s): an unbalanced enable_work() by the user during the wait may have taken it
+    /// already. The kernel's work_offqd_enable() then warns and leaves the count at 0; so do we, rather
+    /// than drive it negative (disabled for good, beyond any enable_work()).
+    /// </summary>
+    private void UndoOwnDisable(string caller)
+    {
+        int count = Volatile.Read(ref DisableCount);
+        while (true)
+        {
+            if (count <= 0)
+            {
+                Volatile.Read(ref Owner)?.Runtime.ReportWarning(CpuContext.CurrentCpuId, $"work item '{Name}'",
+                    $"{caller} on work item '{Name}': its own disable was already undone by an enable_work() without a matching disable " +
+                    "while it waited (the kernel's work_offqd_enable() warns 'unbalanced disable/enable'); the count stays at 0.");
+                return;
+            }
+            int seen = Interlocked.CompareExchange(ref DisableCount, count - 1, count);
             if (seen == count)
             {
                 return;
@@ -365,7 +392,7 @@ public class WorkStruct
             // The call failed (a sync wait the context forbids, found after the grab; the runtime died):
             // it leaves no disable behind, as a failed cancel_work_sync() leaves the item enabled. A pending
             // instance it took back stays cancelled, which the exception says.
-            Interlocked.Decrement(ref DisableCount);
+            UndoOwnDisable(caller);
             throw;
         }
     }
@@ -428,7 +455,9 @@ public class WorkStruct
             ReleasePending();
             return taken == 1;
         }
-        BumpDisableCount(caller);
+        // The cancel's own disable, for its wait: not one of the user's nesting levels, so not held to
+        // their limit (the kernel does not refuse a cancel there either).
+        Interlocked.Increment(ref DisableCount);
         try
         {
             int grabbed = GrabPendingWaiting();
@@ -467,7 +496,7 @@ public class WorkStruct
         finally
         {
             // enable_work() of the cancel's own disable, also when the wait throws (the runtime died).
-            Interlocked.Decrement(ref DisableCount);
+            UndoOwnDisable(caller);
         }
     }
 

@@ -128,6 +128,70 @@ public class DisableWorkTests
         Assert.Equal(2, Volatile.Read(ref started));
     }
 
+    /// <summary>
+    /// The disable a cancel_work_sync() takes for its wait is its own, not one of the user's 65535 nesting
+    /// levels: disable_work_sync() is accepted wherever disable_work() is (the 65535th disable included),
+    /// and cancel_work_sync() of an item disabled to the limit still cancels and leaves the count as it
+    /// was (the kernel's __cancel_work_sync() does not refuse the cancel there either).
+    /// </summary>
+    [Fact]
+    public void A_cancel_sync_does_not_spend_one_of_the_users_disable_levels()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var x = new WorkStruct(_ => { }, "x");
+        for (int i = 0; i < WorkStruct.MaxDisableCount - 1; i++)
+        {
+            Assert.False(x.DisableWork());
+        }
+        Assert.False(x.DisableWorkSync()); // the 65535th, as disable_work() would take it
+        Assert.Equal(WorkStruct.MaxDisableCount, Volatile.Read(ref x.DisableCount));
+        Assert.False(x.CancelWorkSync());
+        Assert.Equal(WorkStruct.MaxDisableCount, Volatile.Read(ref x.DisableCount));
+        Assert.Throws<InvalidOperationException>(() => x.DisableWork()); // the user's limit still holds
+        Assert.Equal(WorkStruct.MaxDisableCount, Volatile.Read(ref x.DisableCount));
+    }
+
+    /// <summary>
+    /// An enable_work() without a disable of its own, made while a cancel_work_sync() waits, takes the
+    /// cancel's disable (the count is 1, so it is accepted, as in the kernel). The cancel's own enable then
+    /// finds the count at 0: the kernel's work_offqd_enable() warns and leaves it at 0. It must not go
+    /// to -1, which reads as disabled forever and which no enable_work() can undo.
+    /// </summary>
+    [Fact]
+    public void An_unbalanced_enable_during_a_cancel_sync_leaves_the_count_at_zero_and_warns()
+    {
+        using var rt = TestRuntime.Boot(2);
+        var gate = new Completion();
+        int started = 0;
+        var x = new WorkStruct(_ =>
+        {
+            Interlocked.Increment(ref started);
+            gate.WaitForCompletion();
+        }, "x");
+        Assert.True(rt.SystemWq.Queue(x));
+        Wait.Until(() => Volatile.Read(ref started) == 1, "the item to start");
+        bool? result = null;
+        var canceler = Guarded.Start(() => result = x.CancelWorkSync(), "canceler");
+        try
+        {
+            Wait.Until(() => Volatile.Read(ref x.SyncCancelers) == 1, "the canceler to wait for the run");
+            Assert.True(x.EnableWork()); // unbalanced: it takes the cancel's disable
+        }
+        finally
+        {
+            gate.Complete();
+            canceler.Join();
+        }
+        Assert.False(result);
+        Assert.Equal(0, Volatile.Read(ref x.DisableCount));
+        Assert.False(x.IsDisabled);
+        Assert.Contains(rt.Faults.Recent, f => f.Exception.Message.Contains("unbalanced", StringComparison.Ordinal));
+        Assert.True(rt.SystemWq.Queue(x));
+        gate.Complete(); // one completion per run
+        x.FlushWork();
+        Assert.Equal(2, Volatile.Read(ref started));
+    }
+
     [Fact]
     public void Enable_without_disable_is_refused_naming_the_rule()
     {
