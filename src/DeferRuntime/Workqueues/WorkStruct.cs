@@ -391,7 +391,7 @@ public class WorkStruct
         {
             // The call failed (a sync wait the context forbids, found after the grab; the runtime died):
             // it leaves no disable behind, as a failed cancel_work_sync() leaves the item enabled. A pending
-            // instance it took back stays cancelled, which the exception says.
+            // instance it already took back stays cancelled.
             UndoOwnDisable(caller);
             throw;
         }
