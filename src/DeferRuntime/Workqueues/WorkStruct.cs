@@ -681,7 +681,7 @@ public class WorkStruct
                 // sees this instance and takes it back.
                 if (Volatile.Read(ref DisableCount) != 0)
                 {
-                    RefuseDisabled();
+                    ReleaseAsSkipped();
                     return false;
                 }
                 return true;
@@ -692,12 +692,12 @@ public class WorkStruct
     }
 
     /// <summary>
-    /// clear_pending_if_disabled() for a queue that just took PENDING with its CAS: the item is disabled,
-    /// so nothing is queued. The instance the CAS numbered counts as skipped, so a flush_work() that read
-    /// its SEQ does not wait for it.
+    /// The instance its PENDING owner numbered will not be queued (a disabled item, a refused queue or
+    /// arming, a caller that failed before the link): it counts as skipped, so a flush_work() that read
+    /// its SEQ does not wait for it, and PENDING (with TIMER) goes. Cold paths only.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    internal void RefuseDisabled()
+    internal void ReleaseAsSkipped()
     {
         Volatile.Write(ref SkippedSeq, Seq);
         ReleasePending();

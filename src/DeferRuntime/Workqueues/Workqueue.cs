@@ -378,8 +378,7 @@ public sealed partial class Workqueue : IDisposable
         }
         catch
         {
-            Volatile.Write(ref work.SkippedSeq, work.Seq);
-            work.ReleasePending();
+            work.ReleaseAsSkipped();
             throw;
         }
         try
@@ -544,8 +543,7 @@ public sealed partial class Workqueue : IDisposable
         }
         catch
         {
-            Volatile.Write(ref work.SkippedSeq, work.Seq);
-            work.ReleasePending();
+            work.ReleaseAsSkipped();
             throw;
         }
         if (!ReferenceEquals(work.Owner, _sub))
@@ -567,8 +565,7 @@ public sealed partial class Workqueue : IDisposable
         catch when (!timer.TimerPending)
         {
             _sub.DelayedDisarmed();
-            Volatile.Write(ref work.SkippedSeq, work.Seq);
-            work.ReleasePending();
+            work.ReleaseAsSkipped();
             throw;
         }
     }
@@ -581,8 +578,7 @@ public sealed partial class Workqueue : IDisposable
     private void Refuse(VirtualCpu cpu, WorkStruct work, string caller, bool fromTimer, bool arming = false)
     {
         // The instance that was about to be queued counts as skipped, so a flush_work() waiting for it returns.
-        Volatile.Write(ref work.SkippedSeq, work.Seq);
-        work.ReleasePending();
+        work.ReleaseAsSkipped();
         string message;
         Exception error;
         if (_sub.IsStopping)
