@@ -96,12 +96,7 @@ public class DelayedWork : WorkStruct
     /// last queued or armed on a bh workqueue, which may be cancelled from atomic context other than hard
     /// IRQ and is then busy-waited for, as <see cref="WorkStruct.CancelWorkSync"/> explains.
     /// </summary>
-    public bool CancelDelayedWorkSync()
-    {
-        bool spin = SyncCancelMustSpin("cancel_delayed_work_sync()");
-        ThrowIfSelf("cancel_delayed_work_sync()");
-        return CancelCore(sync: true, "cancel_delayed_work_sync()", spin);
-    }
+    public bool CancelDelayedWorkSync() => CancelCore(sync: true, "cancel_delayed_work_sync()", SyncEntry("cancel_delayed_work_sync()"));
 
     /// <summary>
     /// disable_delayed_work() (Linux 6.10+): stops the timer or takes the item off its queue, and keeps it
@@ -114,12 +109,7 @@ public class DelayedWork : WorkStruct
     /// disable_delayed_work_sync() (Linux 6.10+): <see cref="DisableDelayedWork"/>, then waits for a
     /// running instance; the context rule is <see cref="CancelDelayedWorkSync"/>'s.
     /// </summary>
-    public bool DisableDelayedWorkSync()
-    {
-        bool spin = SyncCancelMustSpin("disable_delayed_work_sync()");
-        ThrowIfSelf("disable_delayed_work_sync()");
-        return DisableCore(sync: true, "disable_delayed_work_sync()", spin);
-    }
+    public bool DisableDelayedWorkSync() => DisableCore(sync: true, "disable_delayed_work_sync()", SyncEntry("disable_delayed_work_sync()"));
 
     /// <summary>enable_delayed_work() (Linux 6.10+): as <see cref="WorkStruct.EnableWork"/>.</summary>
     public bool EnableDelayedWork() => EnableWork();

@@ -267,12 +267,7 @@ public class WorkStruct
     /// interrupts disabled, a spinlock held), and then busy-waits for its running instance, as in Linux
     /// 6.10+. Refused from hard IRQ for a bh item, in any atomic context for others, and from the item itself.
     /// </summary>
-    public bool CancelWorkSync()
-    {
-        bool spin = SyncCancelMustSpin("cancel_work_sync()");
-        ThrowIfSelf("cancel_work_sync()");
-        return CancelCore(sync: true, "cancel_work_sync()", spin);
-    }
+    public bool CancelWorkSync() => CancelCore(sync: true, "cancel_work_sync()", SyncEntry("cancel_work_sync()"));
 
     /// <summary>work_is_disabled-style check: <see cref="DisableWork"/> calls outnumber <see cref="EnableWork"/> calls, so queueing it does nothing.</summary>
     public bool IsDisabled => Volatile.Read(ref DisableCount) != 0;
@@ -292,12 +287,7 @@ public class WorkStruct
     /// <see cref="EnableWork"/>. The context rule is <see cref="CancelWorkSync"/>'s (may sleep; a bh
     /// item may also be disabled from atomic context other than hard IRQ, busy-waiting).
     /// </summary>
-    public bool DisableWorkSync()
-    {
-        bool spin = SyncCancelMustSpin("disable_work_sync()");
-        ThrowIfSelf("disable_work_sync()");
-        return DisableCore(sync: true, "disable_work_sync()", spin);
-    }
+    public bool DisableWorkSync() => DisableCore(sync: true, "disable_work_sync()", SyncEntry("disable_work_sync()"));
 
     /// <summary>
     /// enable_work() (Linux 6.10+): undoes one <see cref="DisableWork"/>. Returns true if the item can be
@@ -306,22 +296,31 @@ public class WorkStruct
     /// </summary>
     public bool EnableWork()
     {
-        int count = Volatile.Read(ref DisableCount);
-        while (true)
+        if (!TryDropDisable(out int before))
         {
-            if (count == 0)
-            {
-                throw new InvalidOperationException(
-                    $"enable_work() on work item '{Name}', which is not disabled: every enable_work() must undo one disable_work() " +
-                    "(the kernel's work_offqd_enable() warns 'unbalanced disable/enable').");
-            }
+            throw new InvalidOperationException(
+                $"enable_work() on work item '{Name}', which is not disabled: every enable_work() must undo one disable_work() " +
+                "(the kernel's work_offqd_enable() warns 'unbalanced disable/enable').");
+        }
+        return before == 1;
+    }
+
+    /// <summary>work_offqd_enable()'s decrement: one disable fewer, never below 0. False (nothing done) at 0.</summary>
+    private bool TryDropDisable(out int before)
+    {
+        int count = Volatile.Read(ref DisableCount);
+        while (count > 0)
+        {
             int seen = Interlocked.CompareExchange(ref DisableCount, count - 1, count);
             if (seen == count)
             {
-                return count == 1;
+                before = count;
+                return true;
             }
             count = seen;
         }
+        before = 0;
+        return false;
     }
 
     /// <summary>work_offqd_disable(): one more disable; refused at the 16-bit limit (the kernel warns and leaves the count).</summary>
@@ -353,22 +352,11 @@ public class WorkStruct
     /// </summary>
     private void UndoOwnDisable(string caller)
     {
-        int count = Volatile.Read(ref DisableCount);
-        while (true)
+        if (!TryDropDisable(out _))
         {
-            if (count <= 0)
-            {
-                Volatile.Read(ref Owner)?.Runtime.ReportWarning(CpuContext.CurrentCpuId, $"work item '{Name}'",
-                    $"{caller} on work item '{Name}': its own disable was already undone by an enable_work() without a matching disable " +
-                    "while it waited (the kernel's work_offqd_enable() warns 'unbalanced disable/enable'); the count stays at 0.");
-                return;
-            }
-            int seen = Interlocked.CompareExchange(ref DisableCount, count - 1, count);
-            if (seen == count)
-            {
-                return;
-            }
-            count = seen;
+            Volatile.Read(ref Owner)?.Runtime.ReportWarning(CpuContext.CurrentCpuId, $"work item '{Name}'",
+                $"{caller} on work item '{Name}': its own disable was already undone by an enable_work() without a matching disable " +
+                "while it waited (the kernel's work_offqd_enable() warns 'unbalanced disable/enable'); the count stays at 0.");
         }
     }
 
@@ -400,8 +388,8 @@ public class WorkStruct
     /// <summary>
     /// The context rule of the kernel's __cancel_work_sync() (Linux 6.10+): an item whose work data says
     /// WORK_OFFQ_BH (last on a bh pool) gets WARN_ON_ONCE(in_hardirq()), any other might_sleep(); and
-    /// __flush_work(from_cancel) busy-waits for a bh item instead of sleeping. Returns true if the caller
-    /// is atomic and so must spin; throws where the kernel forbids the call.
+    /// __flush_work(from_cancel) busy-waits for a bh item instead of sleeping; and no item may wait for
+    /// itself. Returns true if the caller is atomic and so must spin; throws where the kernel forbids the call.
     /// </summary>
     /// <remarks>
     /// Why spinning is safe, and why not from hard IRQ: the running instance of a bh item runs in the
@@ -416,7 +404,14 @@ public class WorkStruct
     /// again after the grab (<see cref="CancelCore"/>), where the kernel decides: a run to wait for that
     /// is not on a bh pool gets might_sleep().
     /// </remarks>
-    private protected bool SyncCancelMustSpin(string caller)
+    private protected bool SyncEntry(string caller)
+    {
+        bool spin = SyncCancelMustSpin(caller);
+        ThrowIfSelf(caller); // it would wait for itself
+        return spin;
+    }
+
+    private bool SyncCancelMustSpin(string caller)
     {
         var ctx = ThreadContext.Current;
         if (!MightSleep.IsAtomic(ctx))
@@ -550,8 +545,8 @@ public class WorkStruct
     }
 
     /// <summary>
-    /// Some run now is on a pool that is not bh (a run that may sleep). For a canceler that holds
-    /// PENDING, so no run can start meanwhile. Lock-free but for the rare untracked runs.
+    /// Some run now is on a pool that is not bh (a run that may sleep). For a sync canceler after its grab,
+    /// when its disable keeps any run from starting. Lock-free but for the rare untracked runs.
     /// </summary>
     private bool RunsOutsideBh()
     {
