@@ -42,12 +42,17 @@ public class DelayedWork : WorkStruct
     /// <summary>The jiffy the delay timer was last set to expire at (0 before the first delayed queue).</summary>
     public long TimerExpires => Volatile.Read(ref _timer)?.Expires ?? 0;
 
-    internal override bool TryStopTimer()
+    internal override bool TryStopTimer() => StopTimer(waitForCallback: false);
+
+    /// <summary>
+    /// del_timer() (or, <paramref name="waitForCallback"/>, del_timer_sync()) of the armed timer. If it
+    /// stopped it, the stopper owns PENDING now; whatever it does next (skip, re-arm, queue at once), the
+    /// timer no longer holds the instance.
+    /// </summary>
+    private bool StopTimer(bool waitForCallback)
     {
-        if (Volatile.Read(ref _timer) is { } timer && timer.DelTimer())
+        if (Volatile.Read(ref _timer) is { } timer && (waitForCallback ? timer.DelTimerSync() : timer.DelTimer()))
         {
-            // The stopper owns PENDING now; whatever it does next (skip, re-arm, queue at once), the
-            // timer no longer holds the instance.
             ClearTimerHeld();
             TargetWq!.Runtime.Wq.DelayedDisarmed();
             return true;
@@ -125,26 +130,13 @@ public class DelayedWork : WorkStruct
     {
         MightSleep.Check("flush_delayed_work()");
         ThrowIfSelf("flush_delayed_work()");
-        if (TryStopTimerSync())
+        // del_timer_sync(), as the kernel's flush_delayed_work(): a timer callback running now still holds
+        // the instance (TIMER) until it has queued it, so wait for the callback, after which the flush
+        // finds the instance queued; del_timer() would let the flush return at once.
+        if (StopTimer(waitForCallback: true))
         {
             TargetWq!.QueueOwnedFromAnyThread(TargetCpu, this, "flush_delayed_work()");
         }
         return FlushCore("flush_delayed_work()");
-    }
-
-    /// <summary>
-    /// del_timer_sync() of the armed timer, as the kernel's flush_delayed_work() does: a timer callback
-    /// running now still holds the instance (TIMER) until it has queued it, so wait for the callback,
-    /// after which the flush finds the instance queued; del_timer() would let the flush return at once.
-    /// </summary>
-    private bool TryStopTimerSync()
-    {
-        if (Volatile.Read(ref _timer) is { } timer && timer.DelTimerSync())
-        {
-            ClearTimerHeld();
-            TargetWq!.Runtime.Wq.DelayedDisarmed();
-            return true;
-        }
-        return false;
     }
 }
