@@ -30,12 +30,15 @@ public sealed record StormReport(
 {
     /// <summary>
     /// Where the late arrivals' lag went: "12.3 ms late in all, 0.4 ms of it waiting for a CPU of this OS;
-    /// the rest the OS counted as the generator running or asleep (on a VM: the vCPU not running)".
+    /// the rest the OS counted as the generator running or asleep (on a VM: its vCPU not running)".
     /// </summary>
-    public string DescribeLateLag()
+    public string DescribeLateLag() => DescribeLateLag(LateLag, LateRunDelay);
+
+    /// <summary>As <see cref="DescribeLateLag()"/>, from the two figures (the CLI's report has them as milliseconds).</summary>
+    public static string DescribeLateLag(TimeSpan lateLag, TimeSpan? lateRunDelay)
     {
-        string total = string.Create(CultureInfo.InvariantCulture, $"{LateLag.TotalMilliseconds:N1} ms late in all");
-        return LateRunDelay is { } waited
+        string total = string.Create(CultureInfo.InvariantCulture, $"{lateLag.TotalMilliseconds:N1} ms late in all");
+        return lateRunDelay is { } waited
             ? string.Create(CultureInfo.InvariantCulture,
                 $"{total}, {waited.TotalMilliseconds:N1} ms of it waiting for a CPU of this OS; the rest the OS counted as the generator running or asleep (on a VM: its vCPU not running)")
             : total;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using DeferRuntime.Devices;
 using Spectre.Console;
 
 namespace DeferRuntime.Cli.Storm.Report;
@@ -20,7 +21,7 @@ internal static class ConsoleReport
         RenderPlacements(console, run, full);
         var g = run.Generator;
         console.MarkupLine(Markup.Escape(string.Create(Inv,
-            $"generator (device threads {g.DeviceThreadPriority}): requested {g.RequestedRate:N0}/s, achieved {g.AchievedRate:N0}/s over {g.ElapsedSeconds:0.###} s, max lag {g.MaxLagUs:N0} µs{(g.FellBehind ? $" -- FELL BEHIND ({g.LateEvents:N0} late arrivals, {g.LateLagMs:N1} ms late in all{(g.LateRunDelayMs is { } rd ? $", {rd:N1} ms of it waiting for a CPU of this OS; the rest the OS counted as the generator running or asleep, on a VM its vCPU not running" : "")}): the storm delivered was slower than asked" : "")}{(g.BacklogStalls > 0 ? $"; {g.BacklogStalls:N0} backlog stalls" : "")}")));
+            $"generator (device threads {g.DeviceThreadPriority}): requested {g.RequestedRate:N0}/s, achieved {g.AchievedRate:N0}/s over {g.ElapsedSeconds:0.###} s, max lag {g.MaxLagUs:N0} µs{(g.FellBehind ? $" -- FELL BEHIND ({g.LateEvents:N0} late arrivals, {StormReport.DescribeLateLag(TimeSpan.FromMilliseconds(g.LateLagMs), g.LateRunDelayMs is { } rd ? TimeSpan.FromMilliseconds(rd) : null)}): the storm delivered was slower than asked" : "")}{(g.BacklogStalls > 0 ? $"; {g.BacklogStalls:N0} backlog stalls" : "")}")));
         console.WriteLine();
 
         RenderAccounting(console, run);
