@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
 using DeferRuntime.Locking;
 using DeferRuntime.Workqueues;
@@ -91,14 +92,10 @@ public class DisableWorkTests
     {
         using var rt = TestRuntime.Boot(2);
         var gate = new Completion();
-        int started = 0;
-        var x = new WorkStruct(_ =>
-        {
-            Interlocked.Increment(ref started);
-            gate.WaitForCompletion();
-        }, "x");
+        var started = new StrongBox<int>();
+        var x = WqTest.Blocker(gate, started, "x");
         Assert.True(rt.SystemWq.Queue(x));
-        Wait.Until(() => Volatile.Read(ref started) == 1, "the item to start");
+        Wait.Until(() => Volatile.Read(ref started.Value) == 1, "the item to start");
         Assert.False(x.DisableWork()); // the user's own disable (running, not pending)
         var results = new int[] { -1, -1 };
         var cancelers = Enumerable.Range(0, 2).Select(i => Guarded.Start(() => results[i] = x.CancelWorkSync() ? 1 : 0, $"canceler{i}")).ToArray();
@@ -125,7 +122,7 @@ public class DisableWorkTests
         Assert.True(rt.SystemWq.Queue(x));
         gate.Complete();
         x.FlushWork();
-        Assert.Equal(2, Volatile.Read(ref started));
+        Assert.Equal(2, Volatile.Read(ref started.Value));
     }
 
     /// <summary>
@@ -162,14 +159,10 @@ public class DisableWorkTests
     {
         using var rt = TestRuntime.Boot(2);
         var gate = new Completion();
-        int started = 0;
-        var x = new WorkStruct(_ =>
-        {
-            Interlocked.Increment(ref started);
-            gate.WaitForCompletion();
-        }, "x");
+        var started = new StrongBox<int>();
+        var x = WqTest.Blocker(gate, started, "x");
         Assert.True(rt.SystemWq.Queue(x));
-        Wait.Until(() => Volatile.Read(ref started) == 1, "the item to start");
+        Wait.Until(() => Volatile.Read(ref started.Value) == 1, "the item to start");
         bool? result = null;
         var canceler = Guarded.Start(() => result = x.CancelWorkSync(), "canceler");
         try
@@ -189,7 +182,7 @@ public class DisableWorkTests
         Assert.True(rt.SystemWq.Queue(x));
         gate.Complete(); // one completion per run
         x.FlushWork();
-        Assert.Equal(2, Volatile.Read(ref started));
+        Assert.Equal(2, Volatile.Read(ref started.Value));
     }
 
     [Fact]
