@@ -255,10 +255,12 @@ public sealed class StormGenerator : IDisposable
                 Volatile.Write(ref _fellBehind, 1);
                 Volatile.Write(ref _lateEvents, _lateEvents + 1);
                 Volatile.Write(ref _lateLagTicks, _lateLagTicks + lag);
-                if (schedstat is not null)
+                // A read that failed (-1) on either side gives no figure for this wait, rather than a
+                // difference that would count the whole lag as run delay.
+                if (schedstat is not null && runDelayBefore >= 0 && ThreadSchedStat.ReadRunDelayNs(schedstat) is var after and >= 0)
                 {
                     // The run delay over the whole wait, capped at the lag: some of it may predate the deadline.
-                    long waited = ThreadSchedStat.ReadRunDelayNs(schedstat) - runDelayBefore;
+                    long waited = after - runDelayBefore;
                     long lagNs = (long)(lag * (1e9 / Stopwatch.Frequency));
                     Volatile.Write(ref _lateRunDelayNs, _lateRunDelayNs + Math.Clamp(waited, 0, lagNs));
                 }
