@@ -149,6 +149,27 @@ public sealed partial class Runtime : IDisposable
 
     internal bool IsStopped => Volatile.Read(ref _state) == StateStopped;
 
+    // A: set once shutdown's drain has given up (its bound ran out or its token was cancelled): from then
+    // on nothing will finish what a runtime thread still waits for.
+    private volatile bool _drainGaveUp;
+
+    /// <summary>
+    /// For waits between threads of one CPU (gates): once the runtime has panicked, stopped, or its
+    /// shutdown gave up draining, the holder waited for may never let go, so the wait ends with an
+    /// exception. During the drain itself waits go on: the drain is running what they wait for.
+    /// </summary>
+    internal void ThrowIfGivenUp(string caller)
+    {
+        if (_panic is not null || _drainGaveUp || IsStopped)
+        {
+            if (_panic is { } panic)
+            {
+                throw new KernelPanicException(panic.Fault);
+            }
+            throw new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime's shutdown stopped waiting for its threads; this wait would never end.");
+        }
+    }
+
     /// <summary>The interrupt controller: lines, request_irq()/free_irq(), disable/enable, affinity, /proc/interrupts.</summary>
     public IrqController Irqs { get; }
 
@@ -594,6 +615,10 @@ public sealed partial class Runtime : IDisposable
         {
             StartTimerDrain();
             leftOver = _panic is null ? Drain(timeout, cancellationToken) : null;
+            if (leftOver is not null)
+            {
+                _drainGaveUp = true;
+            }
             // free_irq() of what drivers left requested: their threads are idle after the drain.
             Irqs.FreeAll();
             // Workers, rescuers and the wq ticker: idle after the drain (or stuck in an item, which a

@@ -41,10 +41,12 @@ internal sealed class ContextGate
         Volatile.Write(ref context.WaitingForGate, this);
         try
         {
-            var backoff = default(Backoff);
+            // The holder is another thread of this CPU: a task waits here only for cpu/N (tasks hold the
+            // task gate before they take this one), cpu/N in a softirq only for nobody (see TaskGate).
+            var wait = new GateWait(context);
             do
             {
-                backoff.Wait();
+                wait.Once(ReferenceEquals(this, context.Cpu.IrqGate) ? "local_irq_save()" : "local_bh_disable()");
             }
             while (!TryEnter(context));
         }

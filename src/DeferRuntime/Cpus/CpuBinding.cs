@@ -1,3 +1,5 @@
+using DeferRuntime.Platform;
+
 namespace DeferRuntime.Cpus;
 
 /// <summary>
@@ -10,10 +12,25 @@ public sealed class CpuBinding : IDisposable
     private readonly Thread _thread;
     private bool _disposed;
 
-    internal CpuBinding(ThreadContext context)
+    private readonly int[]? _previousCores; // the thread's affinity before it was pinned, or null if not pinned
+
+    internal CpuBinding(ThreadContext context, ThreadPlacementReport placement, int[]? previousCores)
     {
         _context = context;
         _thread = Thread.CurrentThread;
+        Placement = placement;
+        _previousCores = previousCores;
+    }
+
+    /// <summary>What the OS granted the bound thread: pinned to the CPU's core, or why not (as the boot report says it for the runtime's own threads).</summary>
+    public ThreadPlacementReport Placement { get; }
+
+    internal void RestoreAffinity()
+    {
+        if (_previousCores is { Length: > 0 } cores)
+        {
+            ThreadPlacement.PinCurrentThreadToCores(cores);
+        }
     }
 
     /// <summary>The name of the bound thread, for shutdown reports.</summary>
@@ -39,6 +56,7 @@ public sealed class CpuBinding : IDisposable
         }
         _disposed = true;
         ThreadContext.Detach();
+        RestoreAffinity();
         Cpu.Runtime.RemoveBinding(this);
     }
 }

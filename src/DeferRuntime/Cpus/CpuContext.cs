@@ -110,7 +110,17 @@ public static class CpuContext
             {
                 throw new InvalidOperationException($"local_bh_disable() with local interrupts disabled ({ctx.Describe()}): take the bh side first (spin_lock_bh, then local_irq_save), as local_bh_enable() may not run with interrupts disabled.");
             }
-            ctx.Cpu.BhGate.Enter(ctx);
+            // A task: first the CPU to itself among its tasks, then its softirqs kept out.
+            ctx.EnterNonPreemptible();
+            try
+            {
+                ctx.Cpu.BhGate.Enter(ctx);
+            }
+            catch
+            {
+                ctx.LeaveIfPreemptible();
+                throw;
+            }
         }
         else if ((ctx.PreemptCount & PreemptCount.SoftirqMask) >= PreemptCount.SoftirqMask - PreemptCount.SoftirqDisableOffset)
         {
@@ -169,6 +179,7 @@ public static class CpuContext
         finally
         {
             cpu.ExitBh(ctx);
+            ctx.LeaveIfPreemptible();
         }
         if (!ctx.IsCpuThread)
         {
@@ -184,6 +195,7 @@ public static class CpuContext
         {
             throw new InvalidOperationException("preempt_disable() nested more than 255 deep: the preempt field of preempt_count would overflow.");
         }
+        ctx.EnterNonPreemptible();
         ctx.PreemptCount += PreemptCount.PreemptOffset;
     }
 
@@ -196,6 +208,7 @@ public static class CpuContext
             throw new InvalidOperationException($"preempt_enable() without a matching preempt_disable() ({ctx.Describe()}).");
         }
         ctx.PreemptCount -= PreemptCount.PreemptOffset;
+        ctx.LeaveIfPreemptible();
     }
 
     /// <summary>
@@ -223,10 +236,36 @@ public static class CpuContext
 
     private static void DisableIrqs(ThreadContext ctx)
     {
-        // cpu/N outside hardirq (a softirq handler) may have to wait here for a worker's section: it is
-        // the handler's own request, bounded by that section, and Backoff sleeps so a lower-priority
-        // holder on the same core gets to finish it.
-        ctx.Cpu.IrqGate.Enter(ctx);
+        var cpu = ctx.Cpu;
+        if (!ctx.IsTask)
+        {
+            // cpu/N in a softirq: it holds the bh gate, and a task that holds the irq gate holds the bh
+            // gate too, so the irq gate is free or ours (nested): this never waits.
+            cpu.IrqGate.Enter(ctx);
+            ctx.IrqsOff = true;
+            return;
+        }
+        // A task: the CPU to itself among its tasks, then its softirqs kept out (on one CPU interrupts off
+        // means no irq exit, so no softirq, and ksoftirqd is a task that cannot run), then its interrupts.
+        // Taking the bh gate first is what makes the irq gate uncontended among our threads: cpu/N, in a
+        // softirq holding the bh gate, never waits for an irq gate held by a task (issue: a tasklet
+        // holding L waiting for the irq gate of a task spinning on L wedged the CPU).
+        ctx.EnterNonPreemptible();
+        try
+        {
+            if ((ctx.PreemptCount & PreemptCount.SoftirqMask) == 0)
+            {
+                cpu.BhGate.Enter(ctx);
+                ctx.BhHeldForIrqs = true;
+            }
+            cpu.IrqGate.Enter(ctx);
+        }
+        catch
+        {
+            ReleaseBhHeldForIrqs(ctx);
+            ctx.LeaveIfPreemptible();
+            throw;
+        }
         ctx.IrqsOff = true;
     }
 
@@ -236,9 +275,36 @@ public static class CpuContext
         {
             throw new InvalidOperationException($"{caller} in hard-IRQ context ({ctx.Describe()}): handlers run with interrupts disabled and may not enable them.");
         }
+        ReleaseIrqGate(ctx);
+    }
+
+    /// <summary>
+    /// local_irq_enable()'s delivery: releases the irq gate and delivers what arrived meanwhile (the kernel's
+    /// sti with an interrupt pending), then, for a task, lets the CPU's softirqs back in and has what was
+    /// raised meanwhile run (irq exit's invoke_softirq(): cpu/N is kicked), and leaves the task gate if
+    /// the task is preemptible again.
+    /// </summary>
+    internal static void ReleaseIrqGate(ThreadContext ctx)
+    {
         ctx.IrqsOff = false;
         ctx.Cpu.IrqGate.Exit(ctx);
         ctx.Cpu.AfterIrqGateRelease(ctx);
+        if (ReleaseBhHeldForIrqs(ctx))
+        {
+            ctx.Cpu.AfterBhGateRelease();
+        }
+        ctx.LeaveIfPreemptible();
+    }
+
+    private static bool ReleaseBhHeldForIrqs(ThreadContext ctx)
+    {
+        if (!ctx.BhHeldForIrqs)
+        {
+            return false;
+        }
+        ctx.BhHeldForIrqs = false;
+        ctx.Cpu.ExitBh(ctx);
+        return true;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -16,6 +16,7 @@ internal sealed class ThreadContext
     {
         Cpu = cpu;
         Role = role;
+        IsTask = role != ThreadRole.Cpu;
     }
 
     /// <summary>The CPU this thread is bound to.</summary>
@@ -23,6 +24,30 @@ internal sealed class ThreadContext
 
     /// <summary>What the thread is.</summary>
     public ThreadRole Role { get; }
+
+    /// <summary>
+    /// A task of its CPU (every role but cpu/N, which is the CPU's interrupt context): it takes the CPU's
+    /// <see cref="TaskGate"/> while it is non-preemptible.
+    /// </summary>
+    public readonly bool IsTask;
+
+    /// <summary>
+    /// 1 while this task is inside a non-preemptible section (it holds its CPU's <see cref="TaskGate"/>).
+    /// Written by the owner; read by another task of the CPU revoking the gate's bias, after a
+    /// process-wide barrier. Always 0 on cpu/N.
+    /// </summary>
+    public int InTaskSection;
+
+    /// <summary>This task's marker for revoking the task gate's bias (preallocated: a hand-over allocates nothing).</summary>
+    public readonly TaskGate.Revocation Revocation = new();
+
+    /// <summary>
+    /// True while this task holds its CPU's bh gate because it disabled interrupts, not because it disabled
+    /// bottom halves: on one CPU, interrupts off keeps that CPU's softirqs out too (they run on irq exit,
+    /// never while the CPU has interrupts disabled, and ksoftirqd is a task that cannot run meanwhile).
+    /// Released with the irq gate.
+    /// </summary>
+    public bool BhHeldForIrqs;
 
     /// <summary>preempt_count(): see <see cref="PreemptCount"/> for the layout.</summary>
     public int PreemptCount;
@@ -75,6 +100,29 @@ internal sealed class ThreadContext
     public bool InSoftirqOrBhDisabled => (PreemptCount & Cpus.PreemptCount.SoftirqMask) != 0;
     public bool InInterrupt => (PreemptCount & (Cpus.PreemptCount.HardirqMask | Cpus.PreemptCount.SoftirqMask)) != 0;
     public bool IsCpuThread => Role == ThreadRole.Cpu;
+
+    /// <summary>
+    /// Before this thread goes from preemptible to non-preemptible: a task takes its CPU's task gate (a
+    /// no-op when already inside a section, and on cpu/N). PERF: a load and a branch when inside.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void EnterNonPreemptible()
+    {
+        if (IsTask && InTaskSection == 0)
+        {
+            Cpu.TaskGate.Enter(this);
+        }
+    }
+
+    /// <summary>After a preempt_count decrement or an irq enable: a task that is preemptible again leaves the task gate.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void LeaveIfPreemptible()
+    {
+        if (InTaskSection != 0 && PreemptCount == 0 && !IrqsOff)
+        {
+            TaskGate.Exit(this);
+        }
+    }
 
     public string Describe() => $"{Thread.CurrentThread.Name ?? "thread"} (preempt_count=0x{PreemptCount:x}, irqs {(IrqsOff ? "disabled" : "enabled")})";
 }

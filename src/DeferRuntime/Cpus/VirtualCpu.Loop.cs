@@ -305,8 +305,13 @@ public sealed partial class VirtualCpu
         ctx.PreemptCount = preemptBefore;
         if (heldBh && !holdsBhNow)
         {
+            // What was raised or scheduled while the leaked section was open sits in the holder's own
+            // pending word and lists: ExitBh publishes it, and it must also be delivered, as the missing
+            // local_bh_enable() would have (else it waits for the next unrelated kick).
             ExitBh(ctx);
+            AfterBhGateRelease();
         }
+        ctx.LeaveIfPreemptible();
     }
 
     /// <summary>Releases an irq gate left held by a callback that entered with interrupts enabled.</summary>
@@ -323,9 +328,8 @@ public sealed partial class VirtualCpu
         Debug.Assert(ctx.IrqsOff, "a callback re-enabled interrupts it was entered with disabled");
         if (ctx.IrqsOff)
         {
-            ctx.IrqsOff = false;
-            IrqGate.Exit(ctx);
-            AfterIrqGateRelease(ctx);
+            // As local_irq_restore() would: pending interrupts delivered, a task's softirqs let back in.
+            Cpus.CpuContext.ReleaseIrqGate(ctx);
         }
     }
 

@@ -120,6 +120,12 @@ public sealed partial class VirtualCpu
     /// <summary>The bh gate: "softirqs disabled on this CPU".</summary>
     internal ContextGate BhGate { get; } = new();
 
+    /// <summary>The task gate: "a task of this CPU is non-preemptible" (one task at a time; see <see cref="Cpus.TaskGate"/>).</summary>
+    internal TaskGate TaskGate { get; } = new();
+
+    /// <summary>Times the task gate changed hands between two tasks of this CPU (one process-wide barrier each).</summary>
+    public long TaskGateHandOverCount => TaskGate.Revocations;
+
     internal Ksoftirqd Ksoftirqd { get; }
 
     /// <summary>Softirq executions on this CPU per vector, in <see cref="SoftirqVector"/> order.</summary>
@@ -366,7 +372,11 @@ public sealed partial class VirtualCpu
     /// <summary>
     /// kthread_bind(): makes the calling application thread a task of this CPU until the returned binding
     /// is disposed, so it may use local_bh_disable/enable, local_irq_save/restore and preempt_disable on
-    /// this CPU, and its raises and schedules go here. The thread is not pinned by this call. Like a
+    /// this CPU, and its raises and schedules go here. With <see cref="RuntimeOptions.Pinning"/> on, the
+    /// thread is pinned to this CPU's core like every thread of the CPU (what the OS granted is in
+    /// <see cref="CpuBinding.Placement"/>, a refusal reported there as boot reports it), and its previous
+    /// affinity comes back when the binding is disposed. As a task of this CPU, its non-preemptible
+    /// sections exclude those of the CPU's other tasks (see <see cref="Cpus.CpuContext"/>). Like a
     /// kthread at module unload, a binding must be released before the runtime shuts down: shutdown
     /// refuses new bindings and waits for the live ones, since their requests bypass the checks that
     /// stop threads of no CPU.
@@ -378,8 +388,26 @@ public sealed partial class VirtualCpu
             throw new InvalidOperationException($"kthread_bind(): thread '{Thread.CurrentThread.Name}' is already bound to CPU {existing.Cpu.Id}; a thread belongs to one CPU.");
         }
         var ctx = new ThreadContext(this, ThreadRole.Task);
-        var binding = new CpuBinding(ctx);
-        Runtime.AddBinding(binding);
+        int[]? previousCores = null;
+        string? pinError = null;
+        if (Runtime.Options.Pinning)
+        {
+            previousCores = ThreadPlacement.CurrentThreadCores() ?? ThreadPlacement.AllowedCores();
+            pinError = ThreadPlacement.PinCurrentThread(Core);
+        }
+        var placement = new ThreadPlacementReport(
+            Thread.CurrentThread.Name ?? $"managed thread {Environment.CurrentManagedThreadId}", Id,
+            Runtime.Options.Pinning ? Core : null, Runtime.Options.Pinning && pinError is null, pinError, "unchanged", true, null);
+        var binding = new CpuBinding(ctx, placement, pinError is null ? previousCores : null);
+        try
+        {
+            Runtime.AddBinding(binding);
+        }
+        catch
+        {
+            binding.RestoreAffinity();
+            throw;
+        }
         ThreadContext.Attach(ctx);
         return binding;
     }

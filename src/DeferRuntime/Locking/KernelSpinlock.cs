@@ -256,10 +256,13 @@ public sealed partial class KernelSpinlock : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Acquire(LockThreadState state, ThreadContext? ctx)
     {
+        // preempt_disable() comes first, as in spin_lock(): a task of a CPU waits for the CPU (its task
+        // gate) before it waits for the lock, never while holding the lock's word.
+        ctx?.EnterNonPreemptible();
         _map.Acquire(this, state); // before waiting: a report must come before the deadlock
         if (!TryTake())
         {
-            LockContended();
+            LockContended(ctx);
         }
         Held(state, ctx);
     }
@@ -267,13 +270,30 @@ public sealed partial class KernelSpinlock : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool TryAcquire(LockThreadState state, ThreadContext? ctx)
     {
+        ctx?.EnterNonPreemptible();
         if (!TryTake())
         {
+            ctx?.LeaveIfPreemptible();
             return false;
         }
         _map.Acquire(this, state, trylock: true);
         Held(state, ctx);
         return true;
+    }
+
+    /// <summary>The contended wait; a wait that gives up (the runtime died) leaves the task gate it took first.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void LockContended(ThreadContext? ctx)
+    {
+        try
+        {
+            LockContended();
+        }
+        catch
+        {
+            ctx?.LeaveIfPreemptible();
+            throw;
+        }
     }
 
     /// <summary>
@@ -316,14 +336,16 @@ public sealed partial class KernelSpinlock : IDisposable
         {
             _holder = null;
         }
-        if (ctx is not null)
-        {
-            ctx.PreemptCount -= PreemptCount.PreemptOffset;
-        }
         state.SpinDepth--;
         int word = _lock.Word; // only the holder changes a held word: no other thread writes it now
         Debug.Assert((word & Locked) != 0, "released a spinlock whose word says it is free");
         Volatile.Write(ref _lock.Word, word + 1); // release: the critical section is visible to the next holder
+        if (ctx is not null)
+        {
+            // preempt_enable() after the release, as spin_unlock() does.
+            ctx.PreemptCount -= PreemptCount.PreemptOffset;
+            ctx.LeaveIfPreemptible();
+        }
     }
 
     [Conditional("DEBUG")]

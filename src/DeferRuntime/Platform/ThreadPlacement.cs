@@ -81,6 +81,28 @@ internal static unsafe partial class ThreadPlacement
         return Enumerable.Range(0, Environment.ProcessorCount).ToArray();
     }
 
+    /// <summary>The OS cores the calling thread may run on now (sched_getaffinity of the thread), or null where not available.</summary>
+    public static int[]? CurrentThreadCores()
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            byte* mask = stackalloc byte[MaskBytes];
+            if (SchedGetAffinity(0, MaskBytes, mask) == 0)
+            {
+                var cores = new List<int>();
+                for (int i = 0; i < MaskBytes * 8; i++)
+                {
+                    if ((mask[i / 8] & (1 << (i % 8))) != 0)
+                    {
+                        cores.Add(i);
+                    }
+                }
+                return cores.Count > 0 ? cores.ToArray() : null;
+            }
+        }
+        return null;
+    }
+
     /// <summary>Pins the calling thread to one OS core. Returns null on success, else why not.</summary>
     public static string? PinCurrentThread(int core)
     {

@@ -100,12 +100,32 @@ internal sealed class Ksoftirqd
         }
     }
 
+    /// <summary>Takes the task gate, then the bh gate; false if the runtime died while we waited (we exit).</summary>
+    private bool TryEnterBh()
+    {
+        try
+        {
+            _ctx.EnterNonPreemptible();
+            _cpu.BhGate.Enter(_ctx);
+            return true;
+        }
+        catch (Exception e) when (e is ObjectDisposedException or Diagnostics.KernelPanicException)
+        {
+            _ctx.LeaveIfPreemptible();
+            return false;
+        }
+    }
+
     /// <summary>run_ksoftirqd(), looped while softirqs stay pending, with cond_resched() in between.</summary>
     private void RunWhilePending()
     {
         while (Volatile.Read(ref _cpu.Line.SoftirqPending) != 0 && !_cpu.Runtime.IsPanicked)
         {
-            _cpu.BhGate.Enter(_ctx);
+            // A task: the CPU to itself among its tasks first (the task gate), then its softirqs.
+            if (!TryEnterBh())
+            {
+                return;
+            }
             _ctx.PreemptCount += PreemptCount.SoftirqOffset;
             try
             {
@@ -118,6 +138,7 @@ internal sealed class Ksoftirqd
             {
                 _ctx.PreemptCount -= PreemptCount.SoftirqOffset;
                 _cpu.ExitBh(_ctx);
+                _ctx.LeaveIfPreemptible();
             }
             // cond_resched(): let the other threads of this core (and cpu/N's HI/TASKLET) in.
             Thread.Yield();

@@ -393,10 +393,10 @@ public class WorkStruct
     /// </summary>
     /// <remarks>
     /// Why spinning is safe, and why not from hard IRQ: the running instance of a bh item runs in the
-    /// softirq of its CPU. A canceler in softirq or with bottom halves disabled holds its own CPU's bh gate,
-    /// so that instance runs on another CPU and finishes without us. Other atomic contexts (interrupts or
-    /// preemption disabled, a spinlock held) exclude the softirq of their CPU in the kernel but not among
-    /// our threads; what that can cost is handled while spinning (ThrowIfSpinningOnOwnIrqGate). A hard IRQ may have interrupted that
+    /// softirq of its CPU. A canceler in softirq, with bottom halves disabled or (a task) with interrupts
+    /// disabled holds its own CPU's bh gate, so that instance runs on another CPU and finishes without us.
+    /// A task that is only non-preemptible (preemption disabled, a spinlock held) does not keep its CPU's
+    /// softirq out, but that softirq runs on cpu/N and needs nothing the task holds. A hard IRQ may have interrupted that
     /// very softirq on its own CPU (here: cpu/N runs hard IRQs in the middle of its softirqs), which can
     /// then never finish while the handler spins: a deadlock, so the kernel warns and we refuse. Decided at
     /// the call from where the item was last queued (or, for a delayed item, armed); a kernel built
@@ -510,37 +510,9 @@ public class WorkStruct
             owner.Runtime.ThrowIfDead(caller);
             if (ctx is not null)
             {
-                ThrowIfSpinningOnOwnIrqGate(ctx, caller);
                 ctx.Cpu.PreemptionPoint(ctx);
             }
             backoff.Wait();
-        }
-    }
-
-    /// <summary>
-    /// The one case where our threads can do what a kernel CPU cannot. The kernel lets a bh item be
-    /// busy-waited for from any non-hardirq atomic context because on one CPU an irqs-off section and that
-    /// CPU's softirq never overlap. Here a thread of CPU N may hold N's irq gate while another thread of N
-    /// runs N's softirq, and so this item. If that thread now waits for the irq gate we hold (the item
-    /// disables interrupts), neither can go on: say so instead of hanging. Racy reads, but a waiter for a
-    /// gate we hold stays one until we let go, so a real deadlock is always seen, and nothing else is.
-    /// </summary>
-    private void ThrowIfSpinningOnOwnIrqGate(ThreadContext ctx, string caller)
-    {
-        if (!ctx.IrqsOff)
-        {
-            return;
-        }
-        var cpu = ctx.Cpu;
-        if (Volatile.Read(ref CurrentWorker) is { } worker && ReferenceEquals(worker.Pool.Cpu, cpu) && worker.Pool.IsBh &&
-            cpu.BhGate.Owner is { } softirq && !ReferenceEquals(softirq, ctx) && ReferenceEquals(Volatile.Read(ref softirq.WaitingForGate), cpu.IrqGate))
-        {
-            throw new InvalidOperationException(
-                $"{caller} on bh work item '{Name}' with local interrupts disabled on CPU {cpu.Id}: the item is running in CPU {cpu.Id}'s softirq " +
-                $"on another thread, which waits for CPU {cpu.Id}'s irq gate held here, so neither can go on. The kernel allows busy-waiting for a " +
-                "bh item from any non-hardirq atomic context because on one CPU an irqs-off section and that CPU's softirq never overlap; " +
-                "here they are two threads. Disable bottom halves before interrupts (spin_lock_bh, or local_bh_disable then local_irq_save), " +
-                "which keeps this CPU's softirq out while you wait, or cancel with interrupts enabled. A pending instance, if any, has been cancelled; the running one goes on.");
         }
     }
 
