@@ -79,8 +79,15 @@ internal sealed class ThreadContext
         get => t_current;
     }
 
+    /// <summary>The calling thread's lock bookkeeping, kept here so a thread of a CPU finds both with one thread-static lookup.</summary>
+    public Locking.LockThreadState? LockState;
+
     /// <summary>Binds the calling thread: called once at the top of every runtime-owned thread.</summary>
-    public static void Attach(ThreadContext context) => t_current = context;
+    public static void Attach(ThreadContext context)
+    {
+        context.LockState = Locking.LockThreadState.Current;
+        t_current = context;
+    }
 
     /// <summary>Unbinds the calling thread when it exits.</summary>
     public static void Detach() => t_current = null;

@@ -16,7 +16,7 @@ namespace DeferRuntime.Locking;
 /// unlock fast path (Interlocked, read without the lock). Sleeping waiters block on their thread's
 /// reusable <see cref="WaitNode"/>, so a contended lock allocates nothing.
 /// </remarks>
-public sealed class KernelMutex : IDisposable
+public sealed class KernelMutex : IDisposable, ILockdepTarget
 {
     // Optimistic spinning: how long a contender spins while the owner runs before it sleeps. Kernel
     // mutexes spin as long as the owner is on a CPU; a bound keeps a preempted owner from burning ours.
@@ -28,6 +28,10 @@ public sealed class KernelMutex : IDisposable
     private WaitNode? _handoff; // L: _wait; the starving waiter the next unlock hands the mutex to
     private int _waiterCount; // A: mirror of _waiters.Count for the unlock fast path
     private readonly LockdepMap _map;
+
+    string ILockdepTarget.LockdepName => _map.Name;
+
+    LockClass? ILockdepTarget.LockdepClass => _map.Class;
 
     /// <summary>mutex_init(): a named mutex (the validator's class), or unnamed (classed by its declaration site).</summary>
     public KernelMutex(string? name = null, LockValidator? validator = null, [CallerFilePath] string file = "", [CallerLineNumber] int line = 0)
@@ -52,7 +56,7 @@ public sealed class KernelMutex : IDisposable
         {
             LockSlow(state, CancellationToken.None);
         }
-        state.Push(this, _map.Name, _map.Class);
+        state.Push(this);
     }
 
     /// <summary>
@@ -66,7 +70,7 @@ public sealed class KernelMutex : IDisposable
         {
             return Errno.EINTR;
         }
-        state.Push(this, _map.Name, _map.Class);
+        state.Push(this);
         return 0;
     }
 
@@ -79,7 +83,7 @@ public sealed class KernelMutex : IDisposable
             return false;
         }
         _map.Acquire(this, state, trylock: true);
-        state.Push(this, _map.Name, _map.Class);
+        state.Push(this);
         return true;
     }
 

@@ -66,7 +66,7 @@ namespace DeferRuntime.Locking;
 /// reference store, is kept only for a validator or a DEBUG build, its only readers.
 /// </para>
 /// </remarks>
-public sealed partial class KernelSpinlock : IDisposable
+public sealed partial class KernelSpinlock : IDisposable, ILockdepTarget
 {
     private const int Locked = 1; // _lock.Word bit 0: held
     private const int CacheLine = 64;
@@ -74,6 +74,10 @@ public sealed partial class KernelSpinlock : IDisposable
     private LockWords _lock;          // the lock word, the hand-off request and the waiter queue (layout below)
     private LockThreadState? _holder; // written only with a validator (freed-while-held reports) or in DEBUG
     private readonly LockdepMap _map;
+
+    string ILockdepTarget.LockdepName => _map.Name;
+
+    LockClass? ILockdepTarget.LockdepClass => _map.Class;
 
     /// <summary>
     /// The lock word and the hand-off request, read by every locker, share a cache line; the waiter queue,
@@ -115,13 +119,25 @@ public sealed partial class KernelSpinlock : IDisposable
     internal bool HandOffPending => Volatile.Read(ref _lock.Handoff) != 0;
 
     /// <summary>spin_lock(): waits for the lock (see the remarks for the order); the thread is atomic until <see cref="Unlock"/>.</summary>
-    public void Lock() => Acquire(LockThreadState.Current, ThreadContext.Current);
+    public void Lock()
+    {
+        var ctx = ThreadContext.Current; // PERF: one thread-static lookup on a thread of a CPU (its context keeps its lock state)
+        Acquire(ctx?.LockState ?? LockThreadState.Current, ctx);
+    }
 
     /// <summary>spin_unlock().</summary>
-    public void Unlock() => Release(LockThreadState.Current, ThreadContext.Current, "spin_unlock()");
+    public void Unlock()
+    {
+        var ctx = ThreadContext.Current;
+        Release(ctx?.LockState ?? LockThreadState.Current, ctx, "spin_unlock()");
+    }
 
     /// <summary>spin_trylock(): takes the lock only if it is free now.</summary>
-    public bool TryLock() => TryAcquire(LockThreadState.Current, ThreadContext.Current);
+    public bool TryLock()
+    {
+        var ctx = ThreadContext.Current;
+        return TryAcquire(ctx?.LockState ?? LockThreadState.Current, ctx);
+    }
 
     /// <summary>spin_lock_irq(): disables local interrupts, then locks. Needs a thread bound to a CPU.</summary>
     public void LockIrq()
@@ -324,7 +340,7 @@ public sealed partial class KernelSpinlock : IDisposable
         {
             ctx.PreemptCount += PreemptCount.PreemptOffset; // preempt_disable(): the thread is atomic
         }
-        state.Push(this, _map.Name, _map.Class);
+        state.Push(this);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -39,13 +39,14 @@ internal sealed class LockThreadState
 
     public ReadOnlySpan<HeldLock> Held => _held.AsSpan(0, HeldCount);
 
+    /// <summary>Pushes a held lock. PERF: one reference store (one GC write barrier); its name and class are read from the lock when reported.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Push(object lockObject, string name, LockClass? cls, bool read = false)
+    public void Push(ILockdepTarget lockObject, bool read = false)
     {
         int n = HeldCount;
         if ((uint)n < MaxHeld)
         {
-            _held[n] = new HeldLock(lockObject, name, cls, read);
+            _held[n] = new HeldLock(lockObject, read);
         }
         HeldCount = n + 1; // past MaxHeld we keep counting so pops stay balanced; the names are dropped
     }
@@ -107,7 +108,20 @@ internal sealed class LockThreadState
 }
 
 /// <summary>One entry of a thread's held-lock stack.</summary>
-internal readonly record struct HeldLock(object Lock, string Name, LockClass? Class, bool Read);
+internal readonly record struct HeldLock(ILockdepTarget Lock, bool Read)
+{
+    public string Name => Lock.LockdepName;
+
+    public LockClass? Class => Lock.LockdepClass;
+}
+
+/// <summary>A lock that can sit on a thread's held-lock stack: its lockdep_map's name and class.</summary>
+internal interface ILockdepTarget
+{
+    string LockdepName { get; }
+
+    LockClass? LockdepClass { get; }
+}
 
 /// <summary>
 /// might_sleep(): the check every sleeping primitive makes before it blocks. Sleeping in hard-IRQ or

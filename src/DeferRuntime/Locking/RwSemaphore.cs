@@ -8,13 +8,17 @@ namespace DeferRuntime.Locking;
 /// a release grants the head of the queue (a writer, or every reader up to the next writer). Refused in
 /// atomic context like every sleeping lock; only the writer may <see cref="UpWrite"/>.
 /// </summary>
-public sealed class RwSemaphore : IDisposable
+public sealed class RwSemaphore : IDisposable, ILockdepTarget
 {
     private readonly Lock _lock = new();
     private int _readers; // L: _lock; active readers
     private LockThreadState? _writer; // L: _lock; the owning writer
     private WaitList _waiters; // L: _lock
     private readonly LockdepMap _map;
+
+    string ILockdepTarget.LockdepName => _map.Name;
+
+    LockClass? ILockdepTarget.LockdepClass => _map.Class;
 
     /// <summary>init_rwsem(): a named rw-semaphore (the validator's class), or unnamed (classed by its declaration site).</summary>
     public RwSemaphore(string? name = null, LockValidator? validator = null, [CallerFilePath] string file = "", [CallerLineNumber] int line = 0)
@@ -61,14 +65,14 @@ public sealed class RwSemaphore : IDisposable
             if (_writer is null && _waiters.IsEmpty)
             {
                 _readers++;
-                state.Push(this, _map.Name, _map.Class, read: true);
+                state.Push(this, read: true);
                 return;
             }
             node.Prepare(exclusive: false, reader: true);
             _waiters.AddLast(node);
         }
         WaitGranted(node);
-        state.Push(this, _map.Name, _map.Class, read: true);
+        state.Push(this, read: true);
     }
 
     /// <summary>down_read_trylock(): true if read access was free now.</summary>
@@ -84,7 +88,7 @@ public sealed class RwSemaphore : IDisposable
             _readers++;
         }
         _map.Acquire(this, state, read: true, trylock: true);
-        state.Push(this, _map.Name, _map.Class, read: true);
+        state.Push(this, read: true);
         return true;
     }
 
@@ -125,14 +129,14 @@ public sealed class RwSemaphore : IDisposable
             if (_writer is null && _readers == 0 && _waiters.IsEmpty)
             {
                 _writer = state;
-                state.Push(this, _map.Name, _map.Class);
+                state.Push(this);
                 return;
             }
             node.Prepare(exclusive: true);
             _waiters.AddLast(node);
         }
         WaitGranted(node);
-        state.Push(this, _map.Name, _map.Class);
+        state.Push(this);
     }
 
     /// <summary>down_write_trylock(): true if it was entirely free now.</summary>
@@ -148,7 +152,7 @@ public sealed class RwSemaphore : IDisposable
             _writer = state;
         }
         _map.Acquire(this, state, trylock: true);
-        state.Push(this, _map.Name, _map.Class);
+        state.Push(this);
         return true;
     }
 
@@ -177,7 +181,7 @@ public sealed class RwSemaphore : IDisposable
             _readers++;
             GrantWaiters();
         }
-        state.Push(this, _map.Name, _map.Class, read: true);
+        state.Push(this, read: true);
     }
 
     /// <summary>Reports to the validator if disposed while a writer holds it.</summary>
