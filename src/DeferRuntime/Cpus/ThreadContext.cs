@@ -127,7 +127,7 @@ internal sealed class ThreadContext
     {
         if (InTaskSection != 0 && PreemptCount == 0 && !IrqsOff)
         {
-            TaskGate.Exit(this);
+            Cpu.TaskGate.Exit(this);
         }
     }
 
