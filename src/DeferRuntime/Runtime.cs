@@ -362,11 +362,21 @@ public sealed partial class Runtime : IDisposable
         }
         else
         {
-            int core = Thread.GetCurrentProcessorId();
-            cpu = _cpus[(uint)core < (uint)_osCoreToCpu.Length ? _osCoreToCpu[core] : core % _cpus.Length];
+            cpu = _cpus[ProcessorLocalCpuId()];
         }
         EnterForeignOn(cpu, caller);
         return cpu;
+    }
+
+    /// <summary>
+    /// The virtual CPU pinned to the OS core the calling thread is running on at this instant
+    /// (<see cref="ForeignPlacement.ProcessorLocal"/>); a core no CPU is pinned to maps modulo the CPU count.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal int ProcessorLocalCpuId()
+    {
+        int core = Thread.GetCurrentProcessorId();
+        return (uint)core < (uint)_osCoreToCpu.Length ? _osCoreToCpu[core] : (int)((uint)core % (uint)_cpus.Length);
     }
 
     /// <summary>Enters the rundown protection of CPU <paramref name="cpu"/> for a request from a thread of no CPU aimed at it.</summary>

@@ -27,6 +27,14 @@ public static class CpuContext
     /// <summary>in_interrupt(): hard IRQ, softirq, or bottom halves disabled.</summary>
     public static bool InInterrupt => ThreadContext.Current?.InInterrupt ?? false;
 
+    /// <summary>
+    /// in_task(): in task context, not in a hard-IRQ handler or serving a softirq (a tasklet, a BH work
+    /// item), as include/linux/preempt.h defines it (there are no NMIs here). A task with bottom halves or
+    /// preemption disabled is still in task context; a kworker, an irq thread, a bound task and a thread of
+    /// no CPU are tasks.
+    /// </summary>
+    public static bool InTask => ThreadContext.Current is not { } ctx || !(ctx.InHardirq || ctx.InServingSoftirq);
+
     /// <summary>in_atomic(): preempt_count non-zero, or local interrupts disabled: sleeping is not allowed.</summary>
     public static bool InAtomic => ThreadContext.Current is { } ctx && (ctx.PreemptCount != 0 || ctx.IrqsOff);
 
