@@ -90,8 +90,11 @@ public class TaskExclusivityTests
         var lockA = new KernelSpinlock("exclusivity.a");
         var lockB = new KernelSpinlock("exclusivity.b");
         var workerDone = new ManualResetEventSlim();
+        int go = 0;
         var work = new WorkStruct(_ =>
         {
+            // Start together with the bound thread, so the two really run side by side.
+            Wait.Until(() => Volatile.Read(ref go) != 0, "the bound thread to start");
             for (int i = 0; i < iterations; i++)
             {
                 Section(worker, lockB, shared, i);
@@ -101,6 +104,7 @@ public class TaskExclusivityTests
         Assert.True(rt.SystemWq.QueueOn(0, work));
         rt.Bound(0, () =>
         {
+            Volatile.Write(ref go, 1);
             for (int i = 0; i < iterations; i++)
             {
                 Section(task, lockA, shared, i);
