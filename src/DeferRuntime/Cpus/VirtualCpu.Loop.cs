@@ -251,10 +251,29 @@ public sealed partial class VirtualCpu
     /// context put back (the kernel's "huh, entered softirq ... with preempt_count"). The name is only
     /// built on a fault. PERF: generic over the state so the common path allocates nothing.
     /// </summary>
+    /// <remarks>
+    /// What runs is recorded on <paramref name="ctx"/> for shutdown's report of a thread it could not join
+    /// (<see cref="ThreadContext.DescribeRunning"/>): the state and <paramref name="describe"/>, the name
+    /// being built only when reported. PERF: two reference stores in and two out, no allocation; a
+    /// value-type state is not boxed (<c>typeof(T).IsValueType</c> is a JIT-time constant), the softirq
+    /// loop records its vector instead. The outer record is put back, not cleared: callbacks nest (a
+    /// tasklet inside the TASKLET softirq, a hard IRQ taken at a preemption point).
+    /// </remarks>
     internal Exception? RunCallback<T>(ThreadContext ctx, T state, Action<T> body, Func<T, string> describe)
     {
         int preemptBefore = ctx.PreemptCount;
         bool irqsOffBefore = ctx.IrqsOff;
+        object? outerState = ctx.RunningState;
+        Delegate? outerDescribe = ctx.RunningDescribe;
+        if (typeof(T).IsValueType)
+        {
+            ctx.RunningDescribe = null;
+        }
+        else
+        {
+            ctx.RunningState = state;
+            ctx.RunningDescribe = describe;
+        }
         Exception? fault = null;
         try
         {
@@ -265,6 +284,11 @@ public sealed partial class VirtualCpu
             fault = e;
             Runtime.ReportFault(this, describe(state), e);
         }
+        if (!typeof(T).IsValueType)
+        {
+            ctx.RunningState = outerState;
+        }
+        ctx.RunningDescribe = outerDescribe;
         if (ctx.PreemptCount != preemptBefore || ctx.IrqsOff != irqsOffBefore)
         {
             string what = describe(state);
