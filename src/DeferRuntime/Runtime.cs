@@ -35,15 +35,17 @@ namespace DeferRuntime;
 /// </remarks>
 public sealed partial class Runtime : IDisposable
 {
+    // The states only go up; shutdown's thread is the only writer after Running.
     private const int StateRunning = 0;
-    private const int StateStopping = 1;
-    private const int StateStopped = 2;
+    private const int StateStopping = 1; // shutdown began: new foreign requests refused, the drain runs
+    private const int StateGaveUp = 2; // the drain's deadline passed (or its token fired): waits on runtime threads give up
+    private const int StateStopped = 3; // every thread joined or left behind
 
     private readonly VirtualCpu[] _cpus; // I
     private readonly int[] _osCoreToCpu; // I: OS core number -> virtual CPU pinned there (ProcessorLocal placement)
     private readonly List<ThreadPlacementReport> _placements = []; // L: _placements
     private readonly List<CpuBinding> _bindings = []; // L: _bindings; application threads bound with BindCurrentThread
-    private int _state; // A: StateRunning / StateStopping / StateStopped
+    private int _state; // A: StateRunning / StateStopping / StateGaveUp / StateStopped
     private int _roundRobin; // A: next CPU under RoundRobin placement
     private volatile KernelPanicException? _panic;
     private readonly ManualResetEventSlim _stopped = new(); // set when Dispose has joined every thread
@@ -370,10 +372,34 @@ public sealed partial class Runtime : IDisposable
     }
 
     /// <summary>
-    /// For waits on the runtime's threads (a synchronous IPI, tasklet_kill, tasklet_disable): once the
-    /// runtime has panicked or stopped, nothing will ever finish what is waited for, so say so.
+    /// Nothing a thread of this runtime waits for is sure to happen any more: the runtime panicked, or
+    /// its shutdown gave up (the drain's deadline passed or its token fired, leaving threads that may
+    /// never return) or is over. Waits on another runtime thread (a gate, a contended spinlock's naps, a
+    /// synchronous IPI, tasklet_kill) check it and give up with <see cref="ThrowIfDead"/>. False during
+    /// the drain itself: such waits are how the drain's work gets done. PERF: two loads.
     /// </summary>
+    internal bool IsDead
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Volatile.Read(ref _state) >= StateGaveUp || _panic is not null;
+    }
+
+    /// <summary>
+    /// For waits on the runtime's threads (a synchronous IPI, tasklet_kill, tasklet_disable, a gate, a
+    /// spinlock): once <see cref="IsDead"/>, nothing will ever finish what is waited for, so say so: a
+    /// <see cref="KernelPanicException"/> after a panic, else an <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void ThrowIfDead(string caller)
+    {
+        if (IsDead)
+        {
+            ThrowDead(caller);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowDead(string caller)
     {
         if (_panic is { } panic)
         {
@@ -383,6 +409,7 @@ public sealed partial class Runtime : IDisposable
         {
             throw new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime has stopped; what it waits for will never run.");
         }
+        throw new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime's shutdown gave up waiting (its deadline passed); what this waits for may never run.");
     }
 
     /// <summary>Requests from an application thread still bound after shutdown (its binding leaked) are refused.</summary>
@@ -416,7 +443,8 @@ public sealed partial class Runtime : IDisposable
     {
         var record = new FaultRecord(DateTimeOffset.UtcNow, cpu.Id, Thread.CurrentThread.Name ?? "?", source, exception);
         Faults.Add(record);
-        if (Options.PanicOnOops && _panic is null)
+        // A wait that gave up because shutdown did (ThrowIfDead) is no driver bug: recorded, never fatal.
+        if (Options.PanicOnOops && _panic is null && Volatile.Read(ref _state) < StateGaveUp)
         {
             _panic = new KernelPanicException(record);
             foreach (var c in _cpus)
@@ -453,6 +481,14 @@ public sealed partial class Runtime : IDisposable
         lock (_bindings)
         {
             _bindings.Remove(binding);
+        }
+    }
+
+    private int LiveBindingCount()
+    {
+        lock (_bindings)
+        {
+            return _bindings.Count;
         }
     }
 
