@@ -254,10 +254,11 @@ public sealed partial class VirtualCpu
     /// <remarks>
     /// What runs is recorded on <paramref name="ctx"/> for shutdown's report of a thread it could not join
     /// (<see cref="ThreadContext.DescribeRunning"/>): the state and <paramref name="describe"/>, the name
-    /// being built only when reported. PERF: two reference stores in and two out, no allocation; a
-    /// value-type state is not boxed (<c>typeof(T).IsValueType</c> is a JIT-time constant), the softirq
-    /// loop records its vector instead. The outer record is put back, not cleared: callbacks nest (a
-    /// tasklet inside the TASKLET softirq, a hard IRQ taken at a preemption point).
+    /// being built only when reported. PERF: no allocation; two reference stores (GC write barriers) in,
+    /// and two null stores (none) out unless an outer record is put back: callbacks nest (a tasklet inside
+    /// the TASKLET softirq, a hard IRQ taken at a preemption point inside a work item). A value-type state
+    /// is not boxed (<c>typeof(T).IsValueType</c> is a JIT-time constant): the softirq loop records its
+    /// vector instead.
     /// </remarks>
     internal Exception? RunCallback<T>(ThreadContext ctx, T state, Action<T> body, Func<T, string> describe)
     {
@@ -284,11 +285,18 @@ public sealed partial class VirtualCpu
             fault = e;
             Runtime.ReportFault(this, describe(state), e);
         }
-        if (!typeof(T).IsValueType)
+        if (outerDescribe is null)
+        {
+            // PERF: the common case (no outer callback): nulls need no GC write barrier, and drop the
+            // references for the GC.
+            ctx.RunningState = null;
+            ctx.RunningDescribe = null;
+        }
+        else
         {
             ctx.RunningState = outerState;
+            ctx.RunningDescribe = outerDescribe;
         }
-        ctx.RunningDescribe = outerDescribe;
         if (ctx.PreemptCount != preemptBefore || ctx.IrqsOff != irqsOffBefore)
         {
             string what = describe(state);
