@@ -188,9 +188,14 @@ public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
         {
             Log.ShutdownAfterPanic(_logger, panic.Message);
         }
-        else if (report.Abandoned is { } abandoned)
+        else if (report.Abandoned is not null || report.StuckThreads.Count > 0)
         {
-            Log.ShutdownIncomplete(_logger, report.Elapsed.TotalMilliseconds, report.Cancelled ? "the host's shutdown timeout" : $"ShutdownTimeout ({_options.ShutdownTimeout.TotalSeconds:0.#} s)", abandoned);
+            string notFinished = string.Join("; ", new[]
+            {
+                report.Abandoned,
+                report.StuckThreads.Count > 0 ? $"threads left running: {string.Join(", ", report.StuckThreads)}" : null,
+            }.OfType<string>());
+            Log.ShutdownIncomplete(_logger, report.Elapsed.TotalMilliseconds, report.Cancelled ? "the host's shutdown timeout" : $"ShutdownTimeout ({_options.ShutdownTimeout.TotalSeconds:0.#} s)", notFinished);
         }
         else
         {

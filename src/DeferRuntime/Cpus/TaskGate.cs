@@ -213,7 +213,7 @@ internal struct GateWait
         }
         else
         {
-            _ctx.Cpu.Runtime.ThrowIfGivenUp(caller);
+            _ctx.Cpu.Runtime.ThrowIfDead(caller);
             ThreadContext.NapInSpinWait();
         }
         _round++;

@@ -72,6 +72,19 @@ internal sealed class ThreadContext
     /// </summary>
     public long SpinWaitNaps;
 
+    // What the thread runs now, for shutdown's report of a thread it could not join (DescribeRunning).
+    // Written by the owner around each user callback (VirtualCpu.RunCallback) and each softirq action;
+    // read racily by shutdown, and only once the thread has failed to exit, i.e. is stuck where it was.
+
+    /// <summary>The state of the innermost user callback running on this thread when it is of a reference type, or null.</summary>
+    public object? RunningState;
+
+    /// <summary>That callback's <c>Func&lt;T, string&gt;</c> naming it (RunCallback's describe), or null (none, or a value-type state).</summary>
+    public Delegate? RunningDescribe;
+
+    /// <summary>The softirq vector this thread is running, plus one; 0 while it runs none.</summary>
+    public int RunningSoftirq;
+
     /// <summary>The context of the calling thread, or null if it is bound to no CPU.</summary>
     public static ThreadContext? Current
     {
@@ -128,6 +141,32 @@ internal sealed class ThreadContext
         if (InTaskSection != 0 && PreemptCount == 0 && !IrqsOff)
         {
             Cpu.TaskGate.Exit(this);
+        }
+    }
+
+    /// <summary>
+    /// The name of the innermost callback this thread is running ("tasklet 'x'", "irq 5 handler 'eth0'",
+    /// "work item 'y'"), built now from what <see cref="VirtualCpu.RunCallback"/> recorded; null if it runs
+    /// none (or one whose state is a value type: a softirq action, see <see cref="RunningSoftirq"/>). For
+    /// reports of another thread; a torn read (the thread moved on meanwhile) gives null, not a wrong name.
+    /// </summary>
+    public string? DescribeRunning()
+    {
+        var describe = Volatile.Read(ref RunningDescribe);
+        var state = Volatile.Read(ref RunningState);
+        if (describe is null || state is null || describe.Method.GetParameters() is not [{ ParameterType: var type }] || !type.IsInstanceOfType(state))
+        {
+            return null;
+        }
+        try
+        {
+            return describe.DynamicInvoke(state) as string;
+        }
+#pragma warning disable CA1031 // a report of a stuck thread must not fail on a describe that throws
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            return null;
         }
     }
 

@@ -251,10 +251,30 @@ public sealed partial class VirtualCpu
     /// context put back (the kernel's "huh, entered softirq ... with preempt_count"). The name is only
     /// built on a fault. PERF: generic over the state so the common path allocates nothing.
     /// </summary>
+    /// <remarks>
+    /// What runs is recorded on <paramref name="ctx"/> for shutdown's report of a thread it could not join
+    /// (<see cref="ThreadContext.DescribeRunning"/>): the state and <paramref name="describe"/>, the name
+    /// being built only when reported. PERF: no allocation; two reference stores (GC write barriers) in,
+    /// and two null stores (none) out unless an outer record is put back: callbacks nest (a tasklet inside
+    /// the TASKLET softirq, a hard IRQ taken at a preemption point inside a work item). A value-type state
+    /// is not boxed (<c>typeof(T).IsValueType</c> is a JIT-time constant): the softirq loop records its
+    /// vector instead.
+    /// </remarks>
     internal Exception? RunCallback<T>(ThreadContext ctx, T state, Action<T> body, Func<T, string> describe)
     {
         int preemptBefore = ctx.PreemptCount;
         bool irqsOffBefore = ctx.IrqsOff;
+        object? outerState = ctx.RunningState;
+        Delegate? outerDescribe = ctx.RunningDescribe;
+        if (typeof(T).IsValueType)
+        {
+            ctx.RunningDescribe = null;
+        }
+        else
+        {
+            ctx.RunningState = state;
+            ctx.RunningDescribe = describe;
+        }
         Exception? fault = null;
         try
         {
@@ -264,6 +284,18 @@ public sealed partial class VirtualCpu
         {
             fault = e;
             Runtime.ReportFault(this, describe(state), e);
+        }
+        if (outerDescribe is null)
+        {
+            // PERF: the common case (no outer callback): nulls need no GC write barrier, and drop the
+            // references for the GC.
+            ctx.RunningState = null;
+            ctx.RunningDescribe = null;
+        }
+        else
+        {
+            ctx.RunningState = outerState;
+            ctx.RunningDescribe = outerDescribe;
         }
         if (ctx.PreemptCount != preemptBefore || ctx.IrqsOff != irqsOffBefore)
         {

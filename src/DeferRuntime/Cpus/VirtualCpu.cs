@@ -425,19 +425,24 @@ public sealed partial class VirtualCpu
         Ksoftirqd.Start(booted);
     }
 
-    /// <summary>Stops cpu/N and ksoftirqd/N; called by shutdown once the CPU is quiescent.</summary>
-    internal void Stop()
+    /// <summary>
+    /// Tells cpu/N and ksoftirqd/N to exit (called by shutdown once the CPU is quiescent, or once it gave
+    /// up on it) and adds them to <paramref name="threads"/>, which shutdown joins with a bound.
+    /// </summary>
+    internal void Stop(List<StoppingThread> threads)
     {
         _exit = true;
         Interlocked.Exchange(ref Line.IdleState, Running);
         _parker.Unpark();
         Ksoftirqd.Stop();
-    }
-
-    internal void Join()
-    {
-        _thread?.Join();
-        Ksoftirqd.Join();
+        if (_thread is not null)
+        {
+            threads.Add(new StoppingThread(_thread, () => _cpuContext));
+        }
+        if (Ksoftirqd.Thread is { } ksoftirqd)
+        {
+            threads.Add(new StoppingThread(ksoftirqd, () => Ksoftirqd.Context));
+        }
     }
 
     internal bool IsCurrentThreadOwned =>

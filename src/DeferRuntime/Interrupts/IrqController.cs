@@ -444,11 +444,6 @@ public sealed class IrqController
         }
     }
 
-    /// <summary>
-    /// Shutdown, after the drain: closes every line to new requests and frees every action still
-    /// requested, stopping its thread. A thread still busy (its function never returned before the drain
-    /// timed out) is told to exit but not joined, so Dispose reports the timeout instead of hanging.
-    /// </summary>
     /// <summary>The line descriptors, for metrics.</summary>
     internal IReadOnlyList<IrqDesc> Lines => _descs;
 
@@ -474,16 +469,22 @@ public sealed class IrqController
         return freed;
     }
 
-    internal void FreeAll()
+    /// <summary>
+    /// Shutdown, after the drain: closes every line to new requests and frees every action still
+    /// requested, telling its thread to exit (after any run already pending) without waiting for a
+    /// running handler or thread function: the threads go to <paramref name="threads"/>, which shutdown
+    /// joins with a bound, so a function that never returns is reported instead of hanging shutdown.
+    /// </summary>
+    internal void FreeAll(List<StoppingThread> threads)
     {
         foreach (var desc in _descs)
         {
-            bool busy = desc.IsBusy;
             foreach (var a in desc.CloseForShutdown())
             {
-                if (a.MarkFreed())
+                if (a.MarkFreed() && a.Thread is { } thread)
                 {
-                    a.Thread?.Stop(join: !Runtime.IsPanicked && !busy);
+                    thread.Stop(join: false);
+                    threads.Add(new StoppingThread(thread.Thread, () => thread.Context));
                 }
             }
         }

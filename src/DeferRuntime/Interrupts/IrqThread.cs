@@ -23,7 +23,7 @@ internal sealed class IrqThread
     private int _affinityChanged; // A: IRQTF_AFFINITY
     private volatile bool _stop;
     private long _runs; // T: this thread
-    private ThreadContext? _ctx; // T
+    private ThreadContext? _ctx; // T to write (at each bind), shutdown's report reads
     private int _cpuClock = ThreadCpuClock.None; // T to write (at start), others read
     private int _boundCpu = -1; // T to write (at each bind), others read
 
@@ -43,6 +43,12 @@ internal sealed class IrqThread
     public long CpuNs => ThreadCpuClock.ReadNs(Volatile.Read(ref _cpuClock));
 
     public bool IsCurrentThread => ReferenceEquals(Thread.CurrentThread, _thread);
+
+    /// <summary>The thread (shutdown joins it).</summary>
+    public Thread Thread => _thread;
+
+    /// <summary>Its context now (null before it started); it changes when the thread re-binds.</summary>
+    public ThreadContext? Context => Volatile.Read(ref _ctx);
 
     public void Start() => _thread.Start();
 
@@ -124,8 +130,9 @@ internal sealed class IrqThread
         {
             return;
         }
-        _ctx = new ThreadContext(cpu, ThreadRole.IrqThread);
-        ThreadContext.Attach(_ctx);
+        var ctx = new ThreadContext(cpu, ThreadRole.IrqThread);
+        Volatile.Write(ref _ctx, ctx);
+        ThreadContext.Attach(ctx);
         Volatile.Write(ref _boundCpu, cpu.Id);
         cpu.PlaceCurrentThread(ThreadRole.IrqThread);
     }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
 
@@ -111,7 +112,11 @@ public sealed partial class KernelSpinlock
             }
             if (handoff || !backoff.Spinning)
             {
-                backoff.Wait(); // the next release is ours (look often), or nothing moves (yield, then nap)
+                // The next release is ours (look often), or nothing moves (yield, then nap).
+                if (!backoff.Wait())
+                {
+                    GiveUpAsHead(ticket, handoff);
+                }
             }
             else
             {
@@ -174,9 +179,30 @@ public sealed partial class KernelSpinlock
                     break;
                 }
             }
-            backoff.Wait();
+            if (!backoff.Wait())
+            {
+                ThreadContext.Current!.Cpu.Runtime.ThrowIfDead("spin_lock()"); // not queued yet: nothing to undo
+            }
         }
         return TryTake();
+    }
+
+    /// <summary>
+    /// The head waiter's runtime is dead (its shutdown gave up, or it panicked), and the holder may be a
+    /// handler that never returns: leave the queue as a taker would (withdraw our hand-off request, make
+    /// the next waiter head), then throw what <see cref="Runtime.ThrowIfDead"/> throws.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [DoesNotReturn]
+    private void GiveUpAsHead(int ticket, bool handoff)
+    {
+        if (handoff)
+        {
+            Volatile.Write(ref _lock.Handoff, 0);
+        }
+        Volatile.Write(ref _lock.QueueHead, ticket + 1);
+        ThreadContext.Current!.Cpu.Runtime.ThrowIfDead("spin_lock()");
+        throw new UnreachableException("a runtime found dead is dead for good"); // its states only go up
     }
 
     /// <summary>Waits, spinning then yielding then napping, until <paramref name="ticket"/> is the queue head.</summary>
@@ -187,7 +213,9 @@ public sealed partial class KernelSpinlock
         int head = Volatile.Read(ref _lock.QueueHead);
         while (head != ticket)
         {
-            backoff.Wait();
+            // Queued: a waiter whose runtime is dead keeps its place until it is head (leaving now
+            // would strand those behind it), where it gives up at its next nap (GiveUpAsHead).
+            _ = backoff.Wait();
             int now = Volatile.Read(ref _lock.QueueHead);
             if (now != head)
             {
@@ -222,15 +250,27 @@ public sealed partial class KernelSpinlock
         /// <summary>Counts a pause of <paramref name="spins"/> SpinWait(1)s the caller made itself.</summary>
         public void Count(int spins) => _idle += spins;
 
-        /// <summary>One pause: a pause instruction while spinning, then a yield, then a nap.</summary>
-        public void Wait()
+        /// <summary>
+        /// One pause: a pause instruction while spinning, then a yield, then a nap. False after a yield or
+        /// a nap if the waiting thread's runtime is dead (<see cref="Runtime.IsDead"/>: its shutdown gave
+        /// up, or it panicked): the holder may be a handler that never returns, so the caller should give
+        /// up. Threads of no CPU have no runtime and always wait.
+        /// </summary>
+        /// <remarks>
+        /// PERF: spinning asks nothing, so the spinning phase costs what it did. Yields ask as well as naps,
+        /// although a yield is usually over in a microsecond: when another thread is runnable on the core
+        /// (a loaded machine, a spinning handler), each can cost a scheduler slice, and the 256 of them took
+        /// ~0.3 s in a shutdown test, far past the bound shutdown keeps.
+        /// </remarks>
+        public bool Wait()
         {
             if (_idle < SpinLooks)
             {
                 Thread.SpinWait(1);
                 _idle++;
+                return true;
             }
-            else if (_idle < SpinLooks + YieldLooks)
+            if (_idle < SpinLooks + YieldLooks)
             {
                 Thread.Yield();
                 _idle++;
@@ -239,6 +279,7 @@ public sealed partial class KernelSpinlock
             {
                 ThreadContext.NapInSpinWait();
             }
+            return ThreadContext.Current is not { Cpu.Runtime.IsDead: true };
         }
     }
 }

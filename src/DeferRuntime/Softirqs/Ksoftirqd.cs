@@ -60,7 +60,11 @@ internal sealed class Ksoftirqd
         _parker.Unpark();
     }
 
-    public void Join() => _thread?.Join();
+    /// <summary>The thread, once started (shutdown joins it).</summary>
+    public Thread? Thread => _thread;
+
+    /// <summary>Its context (for shutdown's report of a thread it could not join).</summary>
+    public ThreadContext Context => _ctx;
 
     private void Main(CountdownEvent booted)
     {

@@ -176,6 +176,13 @@ internal static class SoftirqEngine
         }
     }
 
-    private static void RunAction(VirtualCpu cpu, ThreadContext ctx, SoftirqTable table, int nr) =>
+    private static void RunAction(VirtualCpu cpu, ThreadContext ctx, SoftirqTable table, int nr)
+    {
+        // The vector, for shutdown's report of a thread it could not join: RunCallback records only a
+        // reference-type state, and this one is a value (PERF: no boxing). Softirqs never nest in a thread.
+        Debug.Assert(ctx.RunningSoftirq == 0, "a softirq action runs inside another on the same thread");
+        ctx.RunningSoftirq = nr + 1;
         cpu.RunCallback(ctx, (Action: table.Action(nr)!, Nr: nr), static s => s.Action(), static s => $"softirq {SoftirqTable.Names[s.Nr]}");
+        ctx.RunningSoftirq = 0;
+    }
 }

@@ -23,6 +23,7 @@ internal sealed class Rescuer
     private Thread? _thread;
     private int _poked; // A
     private volatile bool _stop;
+    private ThreadContext? _current; // written by the thread around each rescue, read by shutdown's report
 
     public Rescuer(Workqueue wq)
     {
@@ -52,15 +53,24 @@ internal sealed class Rescuer
         }
     }
 
-    /// <summary>kthread_stop(): serves what is left, then exits; joined with a bound (a stuck item cannot hang shutdown).</summary>
+    /// <summary>The context the thread carries now (that of the pool it rescues), or null between rescues.</summary>
+    public ThreadContext? Context => Volatile.Read(ref _current);
+
+    /// <summary>kthread_stop(): serves what is left, then exits; joined with a bound (a stuck item cannot hang destroy_workqueue()).</summary>
     public void Stop()
     {
-        _stop = true;
-        Wake();
+        BeginStop();
         if (_thread is not null && !ReferenceEquals(_thread, Thread.CurrentThread))
         {
             _thread.Join(TimeSpan.FromSeconds(5));
         }
+    }
+
+    /// <summary>kthread_stop() without the join: runtime shutdown joins the thread with its own bound.</summary>
+    public void BeginStop()
+    {
+        _stop = true;
+        Wake();
     }
 
     private void Main()
@@ -96,6 +106,7 @@ internal sealed class Rescuer
         var pool = pwq.Pool;
         var ctx = _contexts[pool.ContextCpu.Id] ??= new ThreadContext(pool.ContextCpu, ThreadRole.Worker);
         ThreadContext.Attach(ctx);
+        Volatile.Write(ref _current, ctx);
         if (_wq.Runtime.Options.Pinning)
         {
             _ = ThreadPlacement.PinCurrentThreadToCores(pool.Cores);
@@ -136,6 +147,7 @@ internal sealed class Rescuer
         }
         finally
         {
+            Volatile.Write(ref _current, null);
             ThreadContext.Detach();
         }
     }

@@ -209,8 +209,6 @@ internal sealed class Worker : ISleepNotifier
         _thread.UnsafeStart();
     }
 
-    public bool Join(TimeSpan timeout) => _thread is null || ReferenceEquals(_thread, Thread.CurrentThread) || _thread.Join(timeout);
-
     private void ThreadMain()
     {
         var pool = Pool;

@@ -57,14 +57,15 @@ internal sealed partial class WorkqueueSubsystem
     /// <summary>A worker was created: the ticker keeps a view of it from the next tick.</summary>
     public void WorkerCreated() => WakeTicker();
 
-    private void StopTicker()
+    /// <summary>Tells the ticker to exit; shutdown joins it (<paramref name="threads"/>) with its bound.</summary>
+    private void StopTicker(List<StoppingThread> threads)
     {
         _tickerExit = true;
         Interlocked.Exchange(ref _tickerIdle, 0);
         _tickerParker.Unpark();
-        if (_ticker is not null && !ReferenceEquals(_ticker, Thread.CurrentThread))
+        if (_ticker is not null)
         {
-            _ticker.Join();
+            threads.Add(new StoppingThread(_ticker, static () => null));
         }
     }
 

@@ -558,8 +558,13 @@ internal sealed partial class WorkqueueSubsystem
         return string.Join("; ", parts);
     }
 
-    /// <summary>Stops the ticker, every worker and every rescuer after the drain. Bounded joins: an item stuck forever cannot hang shutdown.</summary>
-    public void Stop(TimeSpan joinTimeout)
+    /// <summary>
+    /// Stops the ticker, every worker and every rescuer after the drain: what is still linked runs first,
+    /// until the Stopwatch timestamp <paramref name="workUntil"/>; then every thread is told to exit and
+    /// added to <paramref name="threads"/>, which shutdown joins with its bound, so an item stuck forever
+    /// cannot hang it.
+    /// </summary>
+    public void Stop(long workUntil, List<StoppingThread> threads)
     {
         if (Interlocked.Exchange(ref _stopping, 1) != 0)
         {
@@ -568,13 +573,12 @@ internal sealed partial class WorkqueueSubsystem
         // Nothing is linked from here on (queueing checks the flag under the pool lock, or after its
         // lock-free push). What was linked between the runtime's drain and the flag (a delayed item whose
         // timer fired just then) runs now, on workers still alive, so nothing accepted is dropped.
-        var deadline = Stopwatch.StartNew();
         var backoff = default(Backoff);
-        while (!IsQuiescent && deadline.Elapsed < joinTimeout && !Runtime.IsPanicked)
+        while (!IsQuiescent && Stopwatch.GetTimestamp() < workUntil && !Runtime.IsPanicked)
         {
             backoff.Wait();
         }
-        StopTicker();
+        StopTicker(threads);
         var workers = new List<Worker>();
         foreach (var pool in Pools)
         {
@@ -583,15 +587,21 @@ internal sealed partial class WorkqueueSubsystem
         foreach (var worker in workers)
         {
             worker.Poke();
-        }
-        foreach (var worker in workers)
-        {
-            var left = joinTimeout - deadline.Elapsed;
-            worker.Join(left > TimeSpan.Zero ? left : TimeSpan.Zero);
+            if (worker.Thread is { } thread)
+            {
+                threads.Add(new StoppingThread(thread, () => Volatile.Read(ref worker.Context)));
+            }
         }
         foreach (var wq in SnapshotWorkqueues())
         {
-            wq.Rescuer?.Stop();
+            if (wq.Rescuer is { } rescuer)
+            {
+                rescuer.BeginStop();
+                if (rescuer.Thread is { } thread)
+                {
+                    threads.Add(new StoppingThread(thread, () => rescuer.Context));
+                }
+            }
         }
         Volatile.Write(ref _stopped, 1);
     }

@@ -104,6 +104,10 @@ public sealed class HostingLifecycleTests
         Assert.Equal(LogLevel.Warning, warning.Level);
         Assert.Contains("workqueue 'hosting-stuck': 1 item(s) in flight", warning.Message, StringComparison.Ordinal);
         Assert.Contains("host's shutdown timeout", warning.Message, StringComparison.Ordinal);
+        // Its kworker never came back from the item (released only after the stop returned): named, left behind.
+        var kworker = Assert.Single(report.StuckThreads, t => t.Running == "work item 'hosting-stuck-item'");
+        Assert.StartsWith("kworker/u", kworker.Thread, StringComparison.Ordinal);
+        Assert.Contains($"threads left running: {kworker}", warning.Message, StringComparison.Ordinal);
     }
 
     [Fact]
