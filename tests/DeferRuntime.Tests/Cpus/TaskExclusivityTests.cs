@@ -411,3 +411,47 @@ public class TaskExclusivityTests
         }, "unpinned-binding");
     }
 }
+
+public class TaskGateShutdownTests
+{
+    [Fact]
+    public void A_task_waiting_for_a_gate_held_by_a_stuck_handler_gives_up_once_shutdown_does()
+    {
+        var rt = TestRuntime.Boot(1);
+        int release = 0;
+        var inHandler = new ManualResetEventSlim();
+        // A hard-IRQ function (an IPI) that does not return: cpu/0 holds its irq gate meanwhile.
+        rt.SmpCallFunctionSingle(0, () =>
+        {
+            inHandler.Set();
+            while (Volatile.Read(ref release) == 0)
+            {
+                Thread.SpinWait(64);
+            }
+        }, wait: false);
+        Wait.For(inHandler, "the IPI function to run");
+        Exception? caught = null;
+        var waiting = new ManualResetEventSlim();
+        var task = Guarded.Start(() =>
+        {
+            var binding = rt.Cpus[0].BindCurrentThread();
+            waiting.Set();
+            caught = Record.Exception(() => CpuContext.LocalIrqSave());
+            Assert.Equal(0, CpuContext.PreemptCountValue);
+            Assert.False(CpuContext.IrqsDisabled);
+            binding.Dispose(); // the failed save left nothing held: the binding can go
+        }, "irq-gate waiter");
+        Wait.For(waiting, "the task to bind");
+        try
+        {
+            var report = rt.Shutdown(TimeSpan.FromMilliseconds(250));
+            Assert.False(report.Completed);
+            task.Join();
+            Assert.IsType<ObjectDisposedException>(caught);
+        }
+        finally
+        {
+            Volatile.Write(ref release, 1);
+        }
+    }
+}
