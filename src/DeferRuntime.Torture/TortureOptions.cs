@@ -4,7 +4,7 @@ namespace DeferRuntime.Torture;
 
 /// <summary>
 /// The torture tests a run includes, after the kernel's torture modules: locktorture for the locks, the
-/// same harness (kernel/torture.c) for tasklets, workqueues and shutdown. <see cref="All"/> is the default.
+/// same harness (kernel/torture.c) for tasklets, workqueues, per-CPU data and shutdown. <see cref="All"/> is the default.
 /// </summary>
 [Flags]
 public enum TortureSuites
@@ -24,8 +24,11 @@ public enum TortureSuites
     /// <summary>Runtime.Dispose() while load keeps coming: everything accepted runs, the rest is refused.</summary>
     Shutdown = 1 << 3,
 
+    /// <summary>Per-CPU counters updated with plain increments by tasks, softirqs and hard IRQs of each CPU, each under the protection its context needs: no update lost.</summary>
+    PerCpu = 1 << 4,
+
     /// <summary>Every suite.</summary>
-    All = Locks | Tasklets | Workqueues | Shutdown,
+    All = Locks | Tasklets | Workqueues | Shutdown | PerCpu,
 }
 
 /// <summary>
@@ -50,7 +53,8 @@ public sealed class TortureOptions
     /// <summary>
     /// nwriters_stress: writer threads per lock type, and the load threads of the other suites. Null: twice
     /// the CPUs, as locktorture; lock types with a read side get CPUs writers and CPUs readers instead
-    /// (locktorture's split for rw locks), unless set.
+    /// (locktorture's split for rw locks), unless set. The percpu suite spreads its bound threads evenly,
+    /// rounding up to a multiple of the CPUs and at least two per CPU.
     /// </summary>
     public int? Writers { get; set; }
 
@@ -75,7 +79,10 @@ public sealed class TortureOptions
     /// <summary>Seed of every load thread's random stream; null picks one, which the report records so a run can be repeated.</summary>
     public int? Seed { get; set; }
 
-    /// <summary>Also runs lock_busted, a lock that fails to exclude: the run must then fail, which proves the checker.</summary>
+    /// <summary>
+    /// Also runs lock_busted, a lock that fails to exclude, and has the percpu suite break a rule (tasks
+    /// update its hard-IRQ counter under preempt_disable only): the run must then fail, which proves the checkers.
+    /// </summary>
     public bool Busted { get; set; }
 
     /// <summary>Fault injection: every Nth tasklet callback, work function and softirq handler throws (0: none). The runtime must keep going and count each one in Runtime.Faults.</summary>

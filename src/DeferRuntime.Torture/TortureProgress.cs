@@ -4,7 +4,7 @@ namespace DeferRuntime.Torture;
 /// A progress report of a running torture run (what locktorture's stat_interval prints periodically):
 /// which test is running, how far along it is, and a one-line status of its counts.
 /// </summary>
-/// <param name="Test">The running test ("spin_lock", "tasklet", "workqueue", "shutdown").</param>
+/// <param name="Test">The running test ("spin_lock", "tasklet", "workqueue", "percpu", "shutdown").</param>
 /// <param name="TestIndex">Its position, from 0.</param>
 /// <param name="TestCount">How many tests the run has.</param>
 /// <param name="Elapsed">How long it has been running.</param>

@@ -9,7 +9,7 @@ namespace DeferRuntime.Torture;
 
 /// <summary>
 /// The torture tool's engine, after kernel/locking/locktorture.c and kernel/torture.c: runs each selected
-/// test (every lock type, then the tasklet, workqueue and shutdown suites) on a runtime of its own, for
+/// test (every lock type, then the tasklet, workqueue, per-CPU and shutdown suites) on a runtime of its own, for
 /// <see cref="TortureOptions.Duration"/> each, and returns the report. The command line registers a
 /// <c>torture</c> subcommand that maps its options onto <see cref="TortureOptions"/> and exits 0 only
 /// when <see cref="TortureReport.Passed"/>.
@@ -27,6 +27,9 @@ public static class TortureRunner
     /// <summary>The name of the workqueue suite's test in reports and progress.</summary>
     public const string WorkqueueTest = "workqueue";
 
+    /// <summary>The name of the per-CPU data suite's test in reports and progress.</summary>
+    public const string PerCpuTest = "percpu";
+
     /// <summary>The name of the shutdown-under-load suite's test in reports and progress.</summary>
     public const string ShutdownTest = "shutdown";
 
@@ -42,6 +45,10 @@ public static class TortureRunner
         if (options.Suites.HasFlag(TortureSuites.Workqueues))
         {
             tests.Add(WorkqueueTest);
+        }
+        if (options.Suites.HasFlag(TortureSuites.PerCpu))
+        {
+            tests.Add(PerCpuTest);
         }
         if (options.Suites.HasFlag(TortureSuites.Shutdown))
         {
@@ -70,6 +77,7 @@ public static class TortureRunner
         var locks = new List<LockTortureResult>();
         TaskletTortureResult? tasklets = null;
         WorkqueueTortureResult? workqueues = null;
+        PerCpuTortureResult? perCpu = null;
         ShutdownTortureResult? shutdown = null;
         bool cancelled = false;
         for (int i = 0; i < tests.Count; i++)
@@ -88,6 +96,9 @@ public static class TortureRunner
                     break;
                 case WorkqueueTest:
                     workqueues = WorkqueueTorture.Run(run);
+                    break;
+                case PerCpuTest:
+                    perCpu = PerCpuTorture.Run(run);
                     break;
                 case ShutdownTest:
                     shutdown = ShutdownTorture.Run(run);
@@ -130,6 +141,7 @@ public static class TortureRunner
             Locks = locks,
             Tasklets = tasklets,
             Workqueues = workqueues,
+            PerCpu = perCpu,
             Shutdown = shutdown,
             Cancelled = cancelled,
         };

@@ -8,8 +8,8 @@ using Spectre.Console;
 namespace DeferRuntime.Cli.Torture;
 
 /// <summary>
-/// <c>deferrt torture</c>: locktorture's run of every lock type (and the tasklet, workqueue and
-/// shutdown-under-load suites) through <see cref="TortureRunner"/>, printed in locktorture's format.
+/// <c>deferrt torture</c>: locktorture's run of every lock type (and the tasklet, workqueue, per-CPU data
+/// and shutdown-under-load suites) through <see cref="TortureRunner"/>, printed in locktorture's format.
 /// Exit code 0 only when every check held; <c>--busted</c> adds lock_busted, which must fail.
 /// </summary>
 internal static class TortureCommand
@@ -17,7 +17,7 @@ internal static class TortureCommand
     public static Command Create()
     {
         var types = new Option<string[]>("--types") { Description = $"Lock types, comma-separated, or all (default): {string.Join(", ", TortureLockTypes.Names)}", AllowMultipleArgumentsPerToken = true };
-        var suites = new Option<string[]>("--suites") { Description = "Suites, comma-separated, or all (default): locks, tasklets, workqueues, shutdown", AllowMultipleArgumentsPerToken = true };
+        var suites = new Option<string[]>("--suites") { Description = "Suites, comma-separated, or all (default): locks, tasklets, workqueues, percpu, shutdown", AllowMultipleArgumentsPerToken = true };
         var cpus = new Option<int?>("--cpus") { Description = "Virtual CPUs (default: the processor count)" };
         var writers = new Option<int?>("--writers") { Description = "nwriters_stress (default: 2x CPUs)" };
         var readers = new Option<int?>("--readers") { Description = "nreaders_stress for rwsem_lock (default: the CPU count)" };
@@ -27,13 +27,13 @@ internal static class TortureCommand
         var longHold = new Option<double>("--long-hold-ms") { Description = "long_hold: ms an occasional hold lasts (default 5; 0 off)", DefaultValueFactory = _ => 5 };
         var longHoldP = new Option<double>("--long-hold-probability") { Description = "Chance of a long hold per acquisition (default 1e-5)", DefaultValueFactory = _ => 1e-5 };
         var seed = new Option<int?>("--seed") { Description = "Seed of the random delays (default: random, printed)" };
-        var busted = new Option<bool>("--busted") { Description = "Add lock_busted, a lock that does not exclude: the run must report it failing (proves the checker)" };
+        var busted = new Option<bool>("--busted") { Description = "Add lock_busted, a lock that does not exclude, and break a rule in percpu (a hard-IRQ counter under preempt_disable only): the run must report both failing (proves the checkers)" };
         var faultEvery = new Option<int>("--fault-every") { Description = "Tasklet callbacks, work functions and softirq handlers throw every Nth call (default 0: off)", DefaultValueFactory = _ => 0 };
         var faults = new Option<string[]>("--fault") { Description = "After the suites, run a fault test (repeatable, comma-separated): irq-none (the spurious detector must disable the line), self-raising-softirq (ksoftirqd must take over, work must progress), stuck-work (the stall watchdog must report it, other pools must run), throw-every=N (as --fault-every)", AllowMultipleArgumentsPerToken = true };
         var noPin = new Option<bool>("--no-pin") { Description = "Do not pin threads (shuffles then only move them between virtual CPUs)" };
         var json = new Option<string?>("--json") { Description = "Write the report as JSON to this file" };
 
-        var command = new Command("torture", "locktorture-style runs of every lock type (writers 2x CPUs, stutter, shuffle, long holds; per-thread counts, '???' when max/2 > min, Fail count, '!!!' on failure), and the same for tasklets, workqueues and shutdown under load. Exit 0 only when every check holds.")
+        var command = new Command("torture", "locktorture-style runs of every lock type (writers 2x CPUs, stutter, shuffle, long holds; per-thread counts, '???' when max/2 > min, Fail count, '!!!' on failure), and the same for tasklets, workqueues, per-CPU data and shutdown under load. Exit 0 only when every check holds.")
         {
             types, suites, cpus, writers, readers, duration, stutter, shuffle, longHold, longHoldP, seed, busted, faultEvery, faults, noPin, json,
         };
@@ -111,8 +111,9 @@ internal static class TortureCommand
                 "locks" => TortureSuites.Locks,
                 "tasklets" => TortureSuites.Tasklets,
                 "workqueues" => TortureSuites.Workqueues,
+                "percpu" => TortureSuites.PerCpu,
                 "shutdown" => TortureSuites.Shutdown,
-                _ => throw new FormatException($"--suites: unknown suite '{name}' (locks, tasklets, workqueues, shutdown or all)"),
+                _ => throw new FormatException($"--suites: unknown suite '{name}' (locks, tasklets, workqueues, percpu, shutdown or all)"),
             };
         }
         return suites;

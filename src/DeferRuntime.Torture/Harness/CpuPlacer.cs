@@ -43,6 +43,28 @@ internal sealed class CpuPlacer : IDisposable
         _log.Moved();
     }
 
+    /// <summary>
+    /// Moves to CPU (<paramref name="home"/> + epoch) mod CPUs if a shuffle happened since the last look.
+    /// Every thread of a test that rotates moves by the same step, so each CPU keeps its share of threads
+    /// from one epoch to the next (a per-CPU test needs several tasks on every CPU), while each thread
+    /// still visits every CPU.
+    /// </summary>
+    public void MaybeRotate(int home)
+    {
+        int epoch = _control.Epoch;
+        if (epoch == _epoch)
+        {
+            return;
+        }
+        _epoch = epoch;
+        int cpu = (int)(((uint)home + (uint)epoch) % (uint)_runtime.Cpus.Count);
+        if (cpu != Cpu)
+        {
+            MoveTo(cpu);
+            _log.Moved();
+        }
+    }
+
     /// <summary>Unbinds (before the runtime shuts down, which waits for bindings).</summary>
     public void Dispose()
     {

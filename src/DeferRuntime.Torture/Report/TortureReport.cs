@@ -7,8 +7,8 @@ namespace DeferRuntime.Torture;
 
 /// <summary>
 /// The end-of-test report of a torture run, locktorture's "End of test: SUCCESS/FAILURE" for every test:
-/// per lock type, the writers' and readers' statistics; the tasklet, workqueue and shutdown suites'
-/// books; every check with its verdict. <see cref="Render"/> prints it in locktorture's format;
+/// per lock type, the writers' and readers' statistics; the tasklet, workqueue, per-CPU and shutdown
+/// suites' books; every check with its verdict. <see cref="Render"/> prints it in locktorture's format;
 /// <see cref="ToJson"/> / <see cref="FromJson"/> give a stable machine-readable shape.
 /// </summary>
 public sealed class TortureReport
@@ -47,6 +47,9 @@ public sealed class TortureReport
 
     /// <summary>The workqueue suite, if it ran.</summary>
     public WorkqueueTortureResult? Workqueues { get; init; }
+
+    /// <summary>The per-CPU data suite, if it ran.</summary>
+    public PerCpuTortureResult? PerCpu { get; init; }
 
     /// <summary>The shutdown-under-load suite, if it ran.</summary>
     public ShutdownTortureResult? Shutdown { get; init; }
@@ -97,11 +100,15 @@ public sealed class TortureReport
         {
             RenderWorkqueues(sb, w);
         }
+        if (PerCpu is { } c)
+        {
+            RenderPerCpu(sb, c);
+        }
         if (Shutdown is { } d)
         {
             RenderShutdown(sb, d);
         }
-        int tests = Locks.Count + (Tasklets is null ? 0 : 1) + (Workqueues is null ? 0 : 1) + (Shutdown is null ? 0 : 1);
+        int tests = Locks.Count + (Tasklets is null ? 0 : 1) + (Workqueues is null ? 0 : 1) + (PerCpu is null ? 0 : 1) + (Shutdown is null ? 0 : 1);
         if (Passed)
         {
             sb.Append(CultureInfo.InvariantCulture, $"torture: End of run: SUCCESS ({tests} tests, every check held, {ElapsedSeconds:0.0} s)\n");
@@ -162,6 +169,29 @@ public sealed class TortureReport
             $"{p}--- End of test: {(w.Passed ? "SUCCESS" : "FAILURE")}: nworkqueues={w.Workqueues.Count} nstormers={w.Stormers} duration={w.DurationSeconds:0.00}s\n");
     }
 
+    private static void RenderPerCpu(StringBuilder sb, PerCpuTortureResult c)
+    {
+        const string p = "percpu-torture:";
+        foreach (var d in c.Data)
+        {
+            double perSecond = c.DurationSeconds > 0 ? d.Tallied / c.DurationSeconds : 0;
+            sb.Append(CultureInfo.InvariantCulture,
+                $"{p} {d.Name} ({d.SharedBy}): Counter: {d.Counter}  Tallied: {d.Tallied}  Lost: {d.Lost}  Overlaps: {d.Overlaps}  ({perSecond:0}/s){(d.Lost != 0 || d.Overlaps != 0 ? " !!!" : "")}\n");
+            foreach (var byContext in d.Sites.GroupBy(s => s.Context))
+            {
+                sb.Append(CultureInfo.InvariantCulture,
+                    $"{p}   {d.Name} by {byContext.Key}: {string.Join(", ", byContext.Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Protection} {s.Increments}")))}\n");
+            }
+        }
+        sb.Append(CultureInfo.InvariantCulture,
+            $"{p} IPIs: sent {c.IpisSent} (busy {c.IpisBusy}), ran {c.IpiRuns}  Tasklets: scheduled {c.TaskletSchedules}, ran {c.TaskletRuns}  Softirqs: raised {c.SoftirqRaises}, ran {c.SoftirqRuns}  BH work: queued {c.BhWorkQueued}, ran {c.BhWorkRuns}  Work item runs: {c.WorkItemRuns}\n");
+        sb.Append(CultureInfo.InvariantCulture,
+            $"{p} Stutters: {c.Stutters}  Shuffles: {c.Shuffles} ({c.Placement})  Faults: injected {c.Faults.Injected}, reported {c.Faults.Reported}{(c.Busted ? "  BUSTED: tasks update irq under preempt_disable only" : "")}\n");
+        RenderChecks(sb, p, c.Checks);
+        sb.Append(CultureInfo.InvariantCulture,
+            $"{p}--- End of test: {(c.Passed ? "SUCCESS" : "FAILURE")}: ncpus={c.Cpus} nthreads_per_cpu={c.ThreadsPerCpu} nworkitems_per_cpu={c.WorkItemsPerCpu}{(c.Busted ? " busted" : "")} duration={c.DurationSeconds:0.00}s\n");
+    }
+
     private static void RenderShutdown(StringBuilder sb, ShutdownTortureResult d)
     {
         const string p = "shutdown-torture:";
@@ -200,6 +230,10 @@ public sealed class TortureReport
         {
             failed.Add("workqueue");
         }
+        if (PerCpu is { Passed: false })
+        {
+            failed.Add("percpu");
+        }
         if (Shutdown is { Passed: false })
         {
             failed.Add("shutdown");
@@ -223,6 +257,10 @@ public sealed class TortureReport
         foreach (var c in Workqueues?.Checks ?? [])
         {
             yield return ("workqueue", c);
+        }
+        foreach (var c in PerCpu?.Checks ?? [])
+        {
+            yield return ("percpu", c);
         }
         foreach (var c in Shutdown?.Checks ?? [])
         {

@@ -10,7 +10,7 @@ public sealed class TortureSettings
     /// <summary>Lock types run, in order.</summary>
     public IReadOnlyList<string> LockTypes { get; init; } = [];
 
-    /// <summary>Tests run, in order (lock types, then "tasklet", "workqueue", "shutdown").</summary>
+    /// <summary>Tests run, in order (lock types, then "tasklet", "workqueue", "percpu", "shutdown").</summary>
     public IReadOnlyList<string> Tests { get; init; } = [];
 
     /// <summary>Virtual CPUs of each runtime.</summary>

@@ -32,7 +32,7 @@ public sealed class TortureCommandTests : IDisposable
         Assert.Contains("End of run: SUCCESS", output, StringComparison.Ordinal);
         Assert.DoesNotContain("!!!", output, StringComparison.Ordinal);
         Assert.True(json.GetProperty("passed").GetBoolean());
-        foreach (string test in new[] { "spin_lock", "mutex_lock", "tasklet", "workqueue", "shutdown" })
+        foreach (string test in new[] { "spin_lock", "mutex_lock", "tasklet", "workqueue", "percpu", "shutdown" })
         {
             Assert.Contains($"{test}: starting", output, StringComparison.Ordinal);
         }

@@ -54,7 +54,7 @@ public class TortureReportTests
     {
         var options = TortureTest.Options(TortureSuites.Tasklets | TortureSuites.Shutdown, TimeSpan.FromMilliseconds(50), o => o.Busted = true);
         Assert.Equal([TortureLockTypes.LockBusted, TortureRunner.TaskletTest, TortureRunner.ShutdownTest], TortureRunner.PlanTests(options));
-        Assert.Equal([.. TortureLockTypes.Names, TortureRunner.TaskletTest, TortureRunner.WorkqueueTest, TortureRunner.ShutdownTest],
+        Assert.Equal([.. TortureLockTypes.Names, TortureRunner.TaskletTest, TortureRunner.WorkqueueTest, TortureRunner.PerCpuTest, TortureRunner.ShutdownTest],
             TortureRunner.PlanTests(new TortureOptions()));
 
         var progress = new List<TortureProgress>();
