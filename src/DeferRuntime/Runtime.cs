@@ -29,7 +29,9 @@ namespace DeferRuntime;
 /// <para>Shutdown: refuse new requests from threads of no CPU, wait for requests in flight, let every
 /// CPU run what is pending (work chained from handlers is still accepted, timers already due run) until
 /// all CPUs are quiescent and no handler ran while that was checked, then stop and join every thread.
-/// Timers not yet due are left armed and counted in <see cref="AbandonedTimerCount"/>.</para>
+/// Timers not yet due are left armed and counted in <see cref="AbandonedTimerCount"/>. All of it within
+/// the caller's timeout and a short grace: a thread that never returns from a handler is left behind and
+/// reported (see <see cref="Shutdown"/>).</para>
 /// <para>Several instances may live in one process; there is no static mutable state beyond the
 /// per-thread context.</para>
 /// </remarks>
