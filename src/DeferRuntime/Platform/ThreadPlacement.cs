@@ -57,29 +57,7 @@ internal static unsafe partial class ThreadPlacement
     /// The OS cores this process may run on, in order (sched_getaffinity on Linux); core i of the list is
     /// where virtual CPUs N with N mod count == i are pinned.
     /// </summary>
-    public static int[] AllowedCores()
-    {
-        if (OperatingSystem.IsLinux())
-        {
-            byte* mask = stackalloc byte[MaskBytes];
-            if (SchedGetAffinity(0, MaskBytes, mask) == 0)
-            {
-                var cores = new List<int>();
-                for (int i = 0; i < MaskBytes * 8; i++)
-                {
-                    if ((mask[i / 8] & (1 << (i % 8))) != 0)
-                    {
-                        cores.Add(i);
-                    }
-                }
-                if (cores.Count > 0)
-                {
-                    return cores.ToArray();
-                }
-            }
-        }
-        return Enumerable.Range(0, Environment.ProcessorCount).ToArray();
-    }
+    public static int[] AllowedCores() => CurrentThreadCores() ?? Enumerable.Range(0, Environment.ProcessorCount).ToArray();
 
     /// <summary>The OS cores the calling thread may run on now (sched_getaffinity of the thread), or null where not available.</summary>
     public static int[]? CurrentThreadCores()
