@@ -9,6 +9,9 @@ namespace DeferRuntime.Cpus;
 // The cpu/N thread: take pending hard IRQs with the irq gate held, run softirqs on irq exit, idle.
 public sealed partial class VirtualCpu
 {
+    /// <summary>I (set at boot, before the threads start): the run queue of this CPU's core, which idle reads.</summary>
+    internal CoreRunQueue RunQueue = null!;
+
     private void CpuThreadMain(CountdownEvent booted)
     {
         var ctx = _cpuContext;
