@@ -367,9 +367,17 @@ internal sealed class Worker : ISleepNotifier
                 {
                     return;
                 }
+                // Another task of one of this pool's cores is runnable (a kworker with work, ksoftirqd, an
+                // irq thread): an idle poll would take the core from it (same nice or better, so the OS
+                // shares it), which under a storm is a time slice per event. Park instead. PERF: a load
+                // per core of the pool (one for a bound pool), at every look.
+                if (pool.RunnableOnMyCores())
+                {
+                    break;
+                }
                 // PERF: one pause per look, as cpu/N's poll loop (a pause is ~40 ns here).
                 Thread.SpinWait(1);
-                if ((i & 63) == 0 && (Stopwatch.GetTimestamp() >= deadline || BusyWorkersShareMyCores(pool)))
+                if ((i & 63) == 0 && Stopwatch.GetTimestamp() >= deadline)
                 {
                     break;
                 }
@@ -392,22 +400,6 @@ internal sealed class Worker : ISleepNotifier
                 return;
             }
         }
-    }
-
-    /// <summary>
-    /// Another kworker on one of this pool's cores has work: an idle poll would take the core from it
-    /// (same nice, so the OS shares it), which under a storm is a time slice per event. Park instead.
-    /// </summary>
-    private bool BusyWorkersShareMyCores(WorkerPool pool)
-    {
-        foreach (int core in pool.Cores)
-        {
-            if (Sub.HasRunnableWorkersOnCore(core))
-            {
-                return true;
-            }
-        }
-        return false;
     }
 
     private bool Woken(WorkerPool pool) =>
