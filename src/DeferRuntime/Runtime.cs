@@ -63,6 +63,7 @@ public sealed partial class Runtime : IDisposable
         {
             _cpus[i] = new VirtualCpu(this, i, cores[i % cores.Length]);
         }
+        CoreRunQueue.Attach(_cpus, options.IdlePolicy);
         _osCoreToCpu = new int[cores.Max() + 1];
         for (int core = 0; core < _osCoreToCpu.Length; core++)
         {
@@ -148,6 +149,9 @@ public sealed partial class Runtime : IDisposable
     internal SoftirqTable Softirqs { get; } = new();
 
     internal long PollWindowTicks { get; }
+
+    /// <summary>The run queue of OS core <paramref name="core"/>, one that a virtual CPU's threads are pinned to.</summary>
+    internal CoreRunQueue RunQueueOfCore(int core) => _cpus.First(c => c.Core == core).RunQueue;
 
     internal bool IsPanicked => _panic is not null;
 

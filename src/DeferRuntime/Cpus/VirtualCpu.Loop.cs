@@ -9,6 +9,15 @@ namespace DeferRuntime.Cpus;
 // The cpu/N thread: take pending hard IRQs with the irq gate held, run softirqs on irq exit, idle.
 public sealed partial class VirtualCpu
 {
+    /// <summary>I (set at boot, before the threads start): the run queue of this CPU's core, which idle reads.</summary>
+    internal CoreRunQueue RunQueue = null!;
+
+    // C: idle polls that stopped to give way to a runnable task of this CPU (or to a gate holder).
+    internal long IdleYields;
+
+    /// <summary>Times cpu/N's idle poll stopped (and parked) because another task of its CPU was runnable.</summary>
+    internal long IdleYieldCount => Volatile.Read(ref IdleYields);
+
     private void CpuThreadMain(CountdownEvent booted)
     {
         var ctx = _cpuContext;
@@ -69,6 +78,16 @@ public sealed partial class VirtualCpu
         (AnyIrqPending() && IrqGate.IsHeld) ||
         Volatile.Read(ref Line.SoftirqPending) != 0;
 
+    /// <summary>
+    /// The idle task does not run while another task of its CPU can: a task on this core's run queue
+    /// (a kworker with work, ksoftirqd, a woken irq thread; see <see cref="CoreRunQueue"/>), or work that
+    /// waits behind a gate another thread of this CPU holds (that holder runs, maybe on our core at a
+    /// lower priority, and its release kicks us). Polling at nice -10 would keep those tasks off the
+    /// core. PERF: a few loads, cheap enough for every look of a poll.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool ShouldYieldToTasks() => RunQueue.HasRunnable || HasGatedWork();
+
     private void Idle()
     {
         var policy = Runtime.Options.IdlePolicy;
@@ -87,6 +106,15 @@ public sealed partial class VirtualCpu
             Interlocked.Exchange(ref Line.IdleState, Running);
             return;
         }
+        // idle=poll parks only while it gives way to a task. The last task to leave the run queue kicks
+        // the CPUs of its core after its decrement (full barrier), and we look at the count after Parked
+        // (full barrier): if it left before our look, go back round to the poll instead of parking until
+        // the next interrupt.
+        if (policy == IdlePolicy.Poll && !ShouldYieldToTasks())
+        {
+            Interlocked.Exchange(ref Line.IdleState, Running);
+            return;
+        }
         // Tickless: park only until the next timer event (the one-shot clock event), read after Parked
         // was announced so an armer that lowers it after this read sees Parked and kicks.
         long timeoutNs = ClockEventTimeoutNs();
@@ -101,7 +129,10 @@ public sealed partial class VirtualCpu
         Interlocked.Exchange(ref Line.IdleState, Running);
     }
 
-    /// <summary>Spins for work: forever under Poll (yielding now and then), for the poll window under Hybrid.</summary>
+    /// <summary>
+    /// Spins for work: forever under Poll (yielding now and then), for the poll window under Hybrid; in
+    /// both, only while no other task of this CPU is runnable. False when it stops to park.
+    /// </summary>
     private bool PollForWork(IdlePolicy policy)
     {
         long now = Stopwatch.GetTimestamp();
@@ -113,20 +144,15 @@ public sealed partial class VirtualCpu
             {
                 return true;
             }
-            if ((i & 63) == 1 && policy == IdlePolicy.Hybrid && Runtime.Wq.HasRunnableWorkersOnCore(Core))
+            // At every look, the first included: the event just handled may have made a task runnable
+            // (queued work, woken an irq thread or ksoftirqd), and one may become runnable at any moment
+            // from another CPU (work queued on a pool here, a thread woken). That task shares our core at
+            // a lower priority: polling would keep it off the core for the whole window, at every event
+            // of a storm. Park, and let the next kick's wake-up preempt it instead, as an interrupt
+            // preempts a task.
+            if (ShouldYieldToTasks())
             {
-                // The idle task polls only while nothing else on its CPU is runnable. A kworker on this
-                // core has an item running or waiting, and it shares the core at nice 0 while we poll at
-                // nice -10: polling would keep it off the core for the whole window, at every event of
-                // a storm (queue -> start p99 of several ms). Park, and let the next kick's wake-up
-                // preempt it instead.
-                return false;
-            }
-            if (policy == IdlePolicy.Poll && HasGatedWork())
-            {
-                // Work waits behind a gate another thread of this CPU holds (or ksoftirqd owns it). That
-                // holder may share our core at a lower priority and our spinning would only delay it; its
-                // release kicks us, so park even under idle=poll (DESIGN §5).
+                IdleYields++;
                 return false;
             }
             // PERF: one pause per look, as the kernel's idle=poll does one cpu_relax() per check. A pause
@@ -143,9 +169,8 @@ public sealed partial class VirtualCpu
                 {
                     return false;
                 }
-                // idle=poll still lets the other threads of this core run (the kernel's idle task yields
-                // to any runnable task): a yield per ~0.5 ms, by time so a cheaper pause does not make
-                // it more frequent.
+                // idle=poll still lets the other threads of this core run (threads of no CPU, other
+                // processes): a yield per ~0.5 ms, by time so a cheaper pause does not make it more frequent.
                 if (now >= nextYield)
                 {
                     Thread.Yield();

@@ -1,4 +1,5 @@
 using DeferRuntime.Cpus;
+using DeferRuntime.Locking;
 using DeferRuntime.Platform;
 
 namespace DeferRuntime.Interrupts;
@@ -10,11 +11,14 @@ namespace DeferRuntime.Interrupts;
 /// threads_active count that synchronize_irq() waits for.
 /// </summary>
 /// <remarks>
-/// It is bound to the first CPU of the line's affinity and pinned to that CPU's core; an affinity change
+/// <para>It is bound to the first CPU of the line's affinity and pinned to that CPU's core; an affinity change
 /// sets a flag that the thread acts on before its next run (the kernel's IRQTF_AFFINITY), re-binding
-/// itself, because only the thread itself may change its own context.
+/// itself, because only the thread itself may change its own context.</para>
+/// <para>From its wake-up until it finds no run pending it is on its core's run queue (so cpu/N's idle
+/// gives way to it), except while its thread function blocks in a runtime primitive: it is its own
+/// context's <see cref="ISleepNotifier"/>.</para>
 /// </remarks>
-internal sealed class IrqThread
+internal sealed class IrqThread : ISleepNotifier
 {
     private readonly IrqAction _action;
     private readonly Parker _parker = new();
@@ -26,6 +30,7 @@ internal sealed class IrqThread
     private ThreadContext? _ctx; // T to write (at each bind), shutdown's report reads
     private int _cpuClock = ThreadCpuClock.None; // T to write (at start), others read
     private int _boundCpu = -1; // T to write (at each bind), others read
+    private CoreRunQueue? _queuedOn; // A: the run queue it is counted on, null while it is not runnable (set by whoever makes it runnable, cleared by the thread)
 
     public IrqThread(IrqAction action)
     {
@@ -63,8 +68,40 @@ internal sealed class IrqThread
     /// </summary>
     public bool TrySetRun() => Interlocked.Exchange(ref _runThread, 1) == 0;
 
-    /// <summary>wake_up_process(), outside the line's lock, after <see cref="TrySetRun"/> returned true.</summary>
-    public void Wake() => _parker.Unpark();
+    /// <summary>
+    /// wake_up_process(), outside the line's lock, after <see cref="TrySetRun"/> returned true: runnable
+    /// on its core's run queue before the wake-up, so the waker (often cpu/N of that core, which idles
+    /// next) sees it there.
+    /// </summary>
+    public void Wake()
+    {
+        Enqueue();
+        _parker.Unpark();
+    }
+
+    /// <summary>Puts the thread on its bound CPU's run queue unless it is on one. A CAS, so the waker and the thread itself never count it twice.</summary>
+    private void Enqueue()
+    {
+        if (Volatile.Read(ref _queuedOn) is not null)
+        {
+            return;
+        }
+        int bound = Volatile.Read(ref _boundCpu);
+        var queue = _action.Desc.Controller.Runtime.Cpus[bound >= 0 ? bound : _action.Desc.FirstAffinityCpu].RunQueue;
+        if (Interlocked.CompareExchange(ref _queuedOn, queue, null) is null)
+        {
+            queue.Enqueue();
+        }
+    }
+
+    /// <summary>Takes the thread off the run queue it is counted on, if any (the thread itself, before it parks or blocks).</summary>
+    private void Dequeue() => Interlocked.Exchange(ref _queuedOn, null)?.Dequeue();
+
+    /// <summary>Its thread function blocks in a runtime primitive (mutex, completion, wait queue): not runnable meanwhile.</summary>
+    void ISleepNotifier.Sleeping() => Dequeue();
+
+    /// <summary>It runs again.</summary>
+    void ISleepNotifier.Running() => Enqueue();
 
     public void AffinityChanged()
     {
@@ -104,11 +141,20 @@ internal sealed class IrqThread
                 {
                     return;
                 }
+                // Going to sleep: off the run queue (full barrier), then look for a run once more: a waker
+                // that set one after our look above but enqueued before our dequeue was undone by it.
+                Dequeue();
+                if (Volatile.Read(ref _runThread) != 0)
+                {
+                    Enqueue();
+                    continue;
+                }
                 _parker.Park(-1);
             }
         }
         finally
         {
+            Dequeue();
             ThreadContext.Detach();
         }
     }
@@ -130,7 +176,7 @@ internal sealed class IrqThread
         {
             return;
         }
-        var ctx = new ThreadContext(cpu, ThreadRole.IrqThread);
+        var ctx = new ThreadContext(cpu, ThreadRole.IrqThread) { SleepNotifier = this };
         Volatile.Write(ref _ctx, ctx);
         ThreadContext.Attach(ctx);
         Volatile.Write(ref _boundCpu, cpu.Id);

@@ -18,7 +18,7 @@ internal sealed class Ksoftirqd
     private readonly ThreadContext _ctx;
     private readonly Parker _parker = new();
     private Thread? _thread;
-    private int _running; // A: 1 from wake-up until it finds nothing pending (the kernel's TASK_RUNNING)
+    private int _running; // A: 1 from wake-up until it finds nothing pending (the kernel's TASK_RUNNING); on its core's run queue while 1
     private volatile bool _exit;
     private int _cpuClock = ThreadCpuClock.None; // I (set by the thread when it starts)
 
@@ -35,11 +35,12 @@ internal sealed class Ksoftirqd
     /// <summary>The thread's CPU-time clock (ThreadCpuClock.None until it started, or where unsupported).</summary>
     public int CpuClock => Volatile.Read(ref _cpuClock);
 
-    /// <summary>wakeup_softirqd().</summary>
+    /// <summary>wakeup_softirqd(). The waker puts it on its core's run queue (before the wake-up), so cpu/N's idle gives way to it.</summary>
     public void Wakeup()
     {
         if (Volatile.Read(ref _running) == 0 && Interlocked.CompareExchange(ref _running, 1, 0) == 0)
         {
+            _cpu.RunQueue.Enqueue();
             _parker.Unpark();
         }
     }
@@ -87,11 +88,16 @@ internal sealed class Ksoftirqd
                 {
                     RunWhilePending();
                     // Going to sleep: clear TASK_RUNNING, full barrier, re-check (a raise that saw us
-                    // running did not wake us).
+                    // running did not wake us). Each 0 -> 1 of the flag, whoever makes it, enqueues on the
+                    // run queue, and each 1 -> 0 dequeues.
                     Interlocked.Exchange(ref _running, 0);
+                    _cpu.RunQueue.Dequeue();
                     if (Volatile.Read(ref _cpu.Line.SoftirqPending) != 0)
                     {
-                        Interlocked.CompareExchange(ref _running, 1, 0);
+                        if (Interlocked.CompareExchange(ref _running, 1, 0) == 0)
+                        {
+                            _cpu.RunQueue.Enqueue();
+                        }
                         continue;
                     }
                 }

@@ -90,7 +90,9 @@ internal sealed class Worker : ISleepNotifier
     public Thread? Thread => _thread;
 
     public int Flags; // L
-    public bool IsSleeping; // L: blocked in a runtime primitive (worker->sleeping)
+    public bool IsSleeping; // L: blocked in a runtime primitive (worker->sleeping); unbound workers too, for the run queues
+    public bool OnRunQueue; // L: counted on the run queues of the pool's cores (WorkerPool.UpdateRunnable)
+    public bool Exited; // L: detached from its pool, about to end
     public WorkStruct? CurrentWork; // L, read racily by reports and flushers
     public long CurrentSeq; // L, read racily by flushers: the SEQ of the instance of CurrentWork
     public PoolWorkqueue? CurrentPwq; // L
@@ -135,6 +137,10 @@ internal sealed class Worker : ISleepNotifier
         {
             Pool.AddRunning(-1);
         }
+        if ((flags & FlagBlockedOutside) != 0)
+        {
+            Pool.UpdateRunnable(this);
+        }
     }
 
     public void ClearFlags(int flags)
@@ -146,6 +152,10 @@ internal sealed class Worker : ISleepNotifier
         {
             Pool.AddRunning(1);
         }
+        if ((old & flags & FlagBlockedOutside) != 0)
+        {
+            Pool.UpdateRunnable(this);
+        }
     }
 
     // ---- concurrency management hooks ----
@@ -154,11 +164,15 @@ internal sealed class Worker : ISleepNotifier
     /// wq_worker_sleeping(): the item this worker runs is about to block. It stops counting as running,
     /// and if that leaves work with nobody running, an idle worker is kicked to take it.
     /// </summary>
+    /// <remarks>
+    /// An unbound worker is not concurrency managed (FlagUnbound never changes, so nr_running never
+    /// counts it), but it too leaves its cores' run queues while it blocks.
+    /// </remarks>
     public void Sleeping()
     {
-        if (IsBh || RescueWq is not null || (Flags & FlagUnbound) != 0)
+        if (IsBh || RescueWq is not null)
         {
-            return; // FlagUnbound never changes: unbound pools are not concurrency managed
+            return;
         }
         var pool = Pool;
         Worker? toWake = null;
@@ -171,6 +185,7 @@ internal sealed class Worker : ISleepNotifier
                 pool.AddRunning(-1);
                 toWake = pool.KickPool();
             }
+            pool.UpdateRunnable(this);
         }
         pool.Unlock();
         WorkerPool.WakeKicked(toWake);
@@ -179,7 +194,7 @@ internal sealed class Worker : ISleepNotifier
     /// <summary>wq_worker_running(): the worker runs again and counts again.</summary>
     public void Running()
     {
-        if (IsBh || RescueWq is not null || (Flags & FlagUnbound) != 0)
+        if (IsBh || RescueWq is not null)
         {
             return;
         }
@@ -192,6 +207,7 @@ internal sealed class Worker : ISleepNotifier
             {
                 pool.AddRunning(1);
             }
+            pool.UpdateRunnable(this);
         }
         Stamp++; // a sleep resets the cpu-intensive clock, as the kernel's current_at does
         pool.Unlock();
@@ -349,9 +365,17 @@ internal sealed class Worker : ISleepNotifier
                 {
                     return;
                 }
+                // Another task of one of this pool's cores is runnable (a kworker with work, ksoftirqd, an
+                // irq thread): an idle poll would take the core from it (same nice or better, so the OS
+                // shares it), which under a storm is a time slice per event. Park instead. PERF: a load
+                // per core of the pool (one for a bound pool), at every look.
+                if (pool.RunnableOnMyCores())
+                {
+                    break;
+                }
                 // PERF: one pause per look, as cpu/N's poll loop (a pause is ~40 ns here).
                 Thread.SpinWait(1);
-                if ((i & 63) == 0 && (Stopwatch.GetTimestamp() >= deadline || BusyWorkersShareMyCores(pool)))
+                if ((i & 63) == 0 && Stopwatch.GetTimestamp() >= deadline)
                 {
                     break;
                 }
@@ -374,22 +398,6 @@ internal sealed class Worker : ISleepNotifier
                 return;
             }
         }
-    }
-
-    /// <summary>
-    /// Another kworker on one of this pool's cores has work: an idle poll would take the core from it
-    /// (same nice, so the OS shares it), which under a storm is a time slice per event. Park instead.
-    /// </summary>
-    private bool BusyWorkersShareMyCores(WorkerPool pool)
-    {
-        foreach (int core in pool.Cores)
-        {
-            if (Sub.HasRunnableWorkersOnCore(core))
-            {
-                return true;
-            }
-        }
-        return false;
     }
 
     private bool Woken(WorkerPool pool) =>

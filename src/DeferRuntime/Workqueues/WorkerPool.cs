@@ -43,6 +43,9 @@ internal struct PoolHotLine
 
     /// <summary>L: the last value written to <see cref="PoolQueueLine.Running"/> (so the lock holder never reads that line to compare).</summary>
     [FieldOffset(120)] public int RunningHint;
+
+    /// <summary>L: a worker left a run queue of the pool's cores and emptied it; the unlock sends their idle CPUs back to polling (idle=poll).</summary>
+    [FieldOffset(124)] public int RepollOnUnlock;
 }
 
 /// <summary>
@@ -95,6 +98,7 @@ internal sealed class WorkerPool
         Cores = cores;
         Nice = attrs?.Nice ?? (highPri ? WorkqueueAttrs.HighPriNice : 0);
         NamePrefix = cpu is not null ? $"kworker/{cpu.Id}:" : $"kworker/u{id}:";
+        RunQueues = bh ? [] : cores.Select(sub.Runtime.RunQueueOfCore).ToArray();
         if (bh)
         {
             // The bh pool's only "worker" runs inline in softirq context: the kernel's per-CPU bh worker.
@@ -110,6 +114,7 @@ internal sealed class WorkerPool
     public WorkqueueAttrs? Attrs { get; } // I: unbound pools
     public VirtualCpu ContextCpu { get; } // I: whose ThreadContext workers get (unbound: the mask's first CPU)
     public int[] Cores { get; } // I: the OS cores workers are pinned to
+    public CoreRunQueue[] RunQueues { get; } // I: the run queues of those cores (none for a bh pool: its work runs in softirq context)
     public int Nice { get; } // I
     public string NamePrefix { get; } // I
     public Worker? BhWorker { get; } // I: bh pools
@@ -188,7 +193,28 @@ internal sealed class WorkerPool
     public void Unlock()
     {
         AssertLocked();
+        if (Hot.RepollOnUnlock != 0)
+        {
+            UnlockAndRepoll();
+            return;
+        }
         Volatile.Write(ref Hot.Lock, 0);
+    }
+
+    /// <summary>
+    /// Releases the lock, then sends the parked idle CPUs of the pool's cores back to polling (see
+    /// <see cref="UpdateRunnable"/>): after the release, so that cpu/N, which preempts us on our core when
+    /// woken, never finds the lock held by the worker it preempted.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void UnlockAndRepoll()
+    {
+        Hot.RepollOnUnlock = 0;
+        Volatile.Write(ref Hot.Lock, 0);
+        foreach (var queue in RunQueues)
+        {
+            queue.RepollIdle();
+        }
     }
 
     [Conditional("DEBUG")]
@@ -344,7 +370,11 @@ internal sealed class WorkerPool
         }
         // PERF: Interlocked so the full barrier orders this store before the caller's read of the
         // worker's parked flag (the worker writes parked, then re-reads Kicked).
-        Interlocked.Exchange(ref Hot.Kicked, idle);
+        var previous = Interlocked.Exchange(ref Hot.Kicked, idle);
+        if (!ReferenceEquals(previous, idle))
+        {
+            SetKicked(previous, idle);
+        }
         // A worker is on its way and will look at the incoming list: queuers behind this one may push
         // without the lock (a burst then contends with nobody). The worker clears it if it idles with
         // nobody running (WorkArrivedBeforeIdle).
@@ -571,6 +601,7 @@ internal sealed class WorkerPool
         }
         Hot.IdleHead = worker;
         Hot.NrIdle++;
+        UpdateRunnable(worker);
     }
 
     /// <summary>worker_leave_idle().</summary>
@@ -604,6 +635,69 @@ internal sealed class WorkerPool
         {
             Hot.Kicked = null;
         }
+        UpdateRunnable(worker);
+    }
+
+    // ---- the run queues of the pool's cores (what idle polls on those cores give way to) ----
+
+    /// <summary>
+    /// After a kick named <paramref name="kicked"/> in place of <paramref name="previous"/>: the kicked
+    /// worker is runnable from now (the waker's wake_up_process()), before it runs; a previous one that
+    /// is still idle was not woken after all (it goes back to sleep on seeing the kick is not its own).
+    /// </summary>
+    private void SetKicked(Worker? previous, Worker kicked)
+    {
+        if (previous is not null && !ReferenceEquals(previous, kicked))
+        {
+            UpdateRunnable(previous);
+        }
+        UpdateRunnable(kicked);
+    }
+
+    /// <summary>
+    /// Puts <paramref name="worker"/> on its cores' run queues, or takes it off, to match its state: a
+    /// worker is runnable from the kick that names it (or its creation) until it idles or exits, except
+    /// while it blocks (in a runtime primitive, or outside the runtime as the ticker saw it). Called under
+    /// the lock after each of those changes; a queue is touched only when the answer changes. Rescuers
+    /// are left out (<see cref="CoreRunQueue"/>). PERF: an unbound pool updates one queue per core of its
+    /// mask, at a worker's wake-up and idling, not per item.
+    /// </summary>
+    public void UpdateRunnable(Worker worker)
+    {
+        AssertLocked();
+        bool runnable = !worker.Exited &&
+            (!worker.IsIdle || ReferenceEquals(Hot.Kicked, worker)) &&
+            !worker.IsSleeping &&
+            (worker.Flags & Worker.FlagBlockedOutside) == 0;
+        if (runnable == worker.OnRunQueue || worker.RescueWq is not null)
+        {
+            return;
+        }
+        worker.OnRunQueue = runnable;
+        foreach (var queue in RunQueues)
+        {
+            if (runnable)
+            {
+                queue.Enqueue();
+            }
+            else if (queue.DequeueDeferred())
+            {
+                Hot.RepollOnUnlock = 1; // kicked by Unlock, not under the lock
+            }
+        }
+    }
+
+    /// <summary>A task is runnable on one of the pool's cores: an idle worker's poll gives way to it.</summary>
+    public bool RunnableOnMyCores()
+    {
+        foreach (var queue in RunQueues)
+        {
+            if (queue.HasRunnable)
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     // ---- workers ----
@@ -655,7 +749,7 @@ internal sealed class WorkerPool
         CreationRequested = false;
         EnterIdle(worker);
         // A fresh worker starts as if kicked: it looks for work at once (the kernel wakes it).
-        Interlocked.Exchange(ref Hot.Kicked, worker);
+        SetKicked(Interlocked.Exchange(ref Hot.Kicked, worker), worker);
         Unlock();
         worker.Start();
         Sub.WorkerCreated();
@@ -668,6 +762,8 @@ internal sealed class WorkerPool
         AssertLocked();
         _workers.Remove(worker);
         _ids[worker.Id] = false;
+        worker.Exited = true;
+        UpdateRunnable(worker);
     }
 
     /// <summary>

@@ -107,30 +107,6 @@ internal sealed partial class WorkqueueSubsystem
     /// <summary>The pools, for the ticker and reports.</summary>
     public WorkerPool[] Pools => Volatile.Read(ref _allPools);
 
-    /// <summary>
-    /// Some kworker that shares OS core <paramref name="core"/> is running an item or has one waiting:
-    /// a bound pool's counted worker, or a busy unbound pool allowed on that core (racy reads, no lock).
-    /// Idle polls on that core (cpu/N's, an idle kworker's) give way to it: the kernel's idle loop runs
-    /// only when nothing else on its CPU is runnable, and a poll here is a thread the OS shares the core
-    /// with. PERF: a few loads per pool; called once per 64 looks of a poll.
-    /// </summary>
-    public bool HasRunnableWorkersOnCore(int core)
-    {
-        foreach (var pool in Pools)
-        {
-            if (pool.IsBh || Array.IndexOf(pool.Cores, core) < 0)
-            {
-                continue;
-            }
-            if (Volatile.Read(ref pool.Hot.WorkHead) is not null ||
-                (pool.IsUnbound ? Volatile.Read(ref pool.Hot.NrWorkers) > Volatile.Read(ref pool.Hot.NrIdle) : Volatile.Read(ref pool.Hot.NrRunning) != 0))
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
     public WorkerPool CpuPool(int cpu, bool highPri, bool bh) => _cpuPools[(cpu * PoolsPerCpu) + (bh ? 2 : 0) + (highPri ? 1 : 0)];
 
     /// <summary>CPU time of the kworkers of CPU <paramref name="cpu"/>'s normal and high-priority pools, in ns; -1 without per-thread clocks.</summary>

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DeferRuntime.Cli.Platform;
 using DeferRuntime.Devices;
 
 namespace DeferRuntime.Cli.Storm.Paths;
@@ -10,9 +11,16 @@ namespace DeferRuntime.Cli.Storm.Paths;
 /// </summary>
 internal sealed class ArrivalPacer
 {
-    // Waiting further than this sleeps (Thread.Sleep(1) lasts 1-2 ms); closer, it yields; closest, it spins.
+    // Without PacingSleep: waiting further than this sleeps (Thread.Sleep(1) lasts 1-2 ms); closer, it
+    // yields; closest, it spins.
     private static readonly long SleepTicks = Stopwatch.Frequency * 2 / 1000;
     private static readonly long YieldTicks = Stopwatch.Frequency / 50_000;
+    // With PacingSleep (Linux): sleep to this long before the deadline, then spin the rest, as the storm
+    // generator does. Sleeping between events instead of yielding leaves the sender's core to that core's
+    // kworkers: a nice -10 thread yielding in a loop held them off for milliseconds.
+    private static readonly long WakeMarginTicks = Stopwatch.Frequency / 50_000;
+    // At most this long in one sleep, so a stop request is seen within a millisecond.
+    private static readonly long LongestSleepTicks = Stopwatch.Frequency / 1000;
 
     private readonly StormArrival _arrival;
     private readonly int _burst;
@@ -33,7 +41,12 @@ internal sealed class ArrivalPacer
     /// <summary>Arrivals more than the allowed lag late (each restarted the schedule from now).</summary>
     public long LateArrivals { get; private set; }
 
-    public void Begin(long now) => _due = now + NextGap();
+    /// <summary>Starts the schedule; call it on the thread that waits (it sets that thread's timer slack).</summary>
+    public void Begin(long now)
+    {
+        _ = PacingSleep.UsePreciseTimerSlack(); // best effort: a late wake-up is absorbed by the spin margin or counted as lag
+        _due = now + NextGap();
+    }
 
     /// <summary>Waits for the next arrival; returns how many events arrive at once (a burst), or 0 when <paramref name="end"/> comes first.</summary>
     public int WaitNext(long end, Func<bool> stop)
@@ -66,7 +79,18 @@ internal sealed class ArrivalPacer
             {
                 return now;
             }
-            if (left > SleepTicks)
+            if (PacingSleep.Available)
+            {
+                if (left > WakeMarginTicks)
+                {
+                    PacingSleep.Until(now + Math.Min(left - WakeMarginTicks, LongestSleepTicks));
+                }
+                else
+                {
+                    Thread.SpinWait(16);
+                }
+            }
+            else if (left > SleepTicks)
             {
                 Thread.Sleep(1);
             }
