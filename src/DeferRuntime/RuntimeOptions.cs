@@ -3,9 +3,13 @@ namespace DeferRuntime;
 /// <summary>How an idle CPU waits for work (the kernel's idle= policies).</summary>
 public enum IdlePolicy
 {
-    /// <summary>idle=poll: never park; lowest wake-up latency, burns its core.</summary>
+    /// <summary>
+    /// idle=poll: never park while idle; lowest wake-up latency, burns its core. Like the kernel's idle
+    /// loop it runs only when no other task of its core is runnable: it parks while one is (a kworker with
+    /// work, ksoftirqd, a woken irq thread) and polls again when the last one sleeps.
+    /// </summary>
     Poll,
-    /// <summary>Spin for <see cref="RuntimeOptions.PollWindow"/>, then park (the default, like cpuidle's poll state).</summary>
+    /// <summary>Spin for <see cref="RuntimeOptions.PollWindow"/>, then park (the default, like cpuidle's poll state); parks at once while another task of its core is runnable.</summary>
     Hybrid,
     /// <summary>idle=halt: park at once; cheapest, slowest to wake.</summary>
     Halt,
@@ -53,7 +57,8 @@ public sealed class RuntimeOptions
     /// queue -> start), but the spinning worker shares its core with everything else at nice 0: with
     /// 50 µs, under the default storm, idle kworkers kept the busy ones waiting for a time slice (a bound
     /// workqueue's queue -> start p99 of 2-33 ms, against 0.3-1 ms with 10 µs and 0.1-0.2 ms with none).
-    /// It also stops early when another kworker on one of its cores has work.
+    /// It also stops early while another task of one of its cores is runnable (a kworker with work,
+    /// ksoftirqd, a woken irq thread).
     /// </summary>
     public TimeSpan WorkerPollWindow { get; set; } = TimeSpan.FromMicroseconds(10);
 
