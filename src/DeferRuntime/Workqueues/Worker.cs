@@ -92,7 +92,6 @@ internal sealed class Worker : ISleepNotifier
     public int Flags; // L
     public bool IsSleeping; // L: blocked in a runtime primitive (worker->sleeping); unbound workers too, for the run queues
     public bool OnRunQueue; // L: counted on the run queues of the pool's cores (WorkerPool.UpdateRunnable)
-    public int EnqueueOwed; // A: set under L by a kick, taken (exchange) by the kicker's wake-up or by the next take-off: its run-queue increment
     public bool Exited; // L: detached from its pool, about to end
     public WorkStruct? CurrentWork; // L, read racily by reports and flushers
     public long CurrentSeq; // L, read racily by flushers: the SEQ of the instance of CurrentWork

@@ -373,7 +373,7 @@ internal sealed class WorkerPool
         var previous = Interlocked.Exchange(ref Hot.Kicked, idle);
         if (!ReferenceEquals(previous, idle))
         {
-            SetKicked(previous, idle, enqueueAtWake: true);
+            SetKicked(previous, idle);
         }
         // A worker is on its way and will look at the incoming list: queuers behind this one may push
         // without the lock (a burst then contends with nobody). The worker clears it if it idles with
@@ -397,11 +397,6 @@ internal sealed class WorkerPool
     {
         if (worker is not null)
         {
-            // Runnable before the wake-up, as wake_up_process() makes it: the kick left the count to us.
-            if (Volatile.Read(ref worker.EnqueueOwed) != 0)
-            {
-                worker.Pool.PayEnqueue(worker);
-            }
             if (worker.IsParked)
             {
                 worker.Unpark();
@@ -650,38 +645,13 @@ internal sealed class WorkerPool
     /// worker is runnable from now (the waker's wake_up_process()), before it runs; a previous one that
     /// is still idle was not woken after all (it goes back to sleep on seeing the kick is not its own).
     /// </summary>
-    /// <remarks>
-    /// With <paramref name="enqueueAtWake"/> (kick_pool(), whose caller calls <see cref="WakeKicked"/>
-    /// once the lock is dropped) the run-queue increment is left to that wake-up: under the lock it would
-    /// hold the lock over a locked operation on a line that the kicked worker, polling, is reading, and
-    /// the worker's next step is to take this lock. PERF: under the lock the increment added ~0.45 µs to the
-    /// hot pool's queue -> start p50 (benchmarks' latency mode, 2-core VM); paid at the wake-up, ~0.1 µs.
-    /// </remarks>
-    private void SetKicked(Worker? previous, Worker kicked, bool enqueueAtWake = false)
+    private void SetKicked(Worker? previous, Worker kicked)
     {
         if (previous is not null && !ReferenceEquals(previous, kicked))
         {
             UpdateRunnable(previous);
         }
-        UpdateRunnable(kicked, enqueueAtWake);
-    }
-
-    /// <summary>
-    /// The run-queue increment a kick left to <see cref="WakeKicked"/>. Exactly one side takes the debt
-    /// (an exchange): this one, or an <see cref="UpdateRunnable"/> that takes the worker off before it
-    /// was paid, which then has nothing to take off. So the count never goes below zero.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    internal void PayEnqueue(Worker worker)
-    {
-        if (Interlocked.Exchange(ref worker.EnqueueOwed, 0) == 0)
-        {
-            return;
-        }
-        foreach (var queue in RunQueues)
-        {
-            queue.Enqueue();
-        }
+        UpdateRunnable(kicked);
     }
 
     /// <summary>
@@ -692,7 +662,7 @@ internal sealed class WorkerPool
     /// are left out (<see cref="CoreRunQueue"/>). PERF: an unbound pool updates one queue per core of its
     /// mask, at a worker's wake-up and idling, not per item.
     /// </summary>
-    public void UpdateRunnable(Worker worker, bool enqueueAtWake = false)
+    public void UpdateRunnable(Worker worker)
     {
         AssertLocked();
         bool runnable = !worker.Exited &&
@@ -704,15 +674,6 @@ internal sealed class WorkerPool
             return;
         }
         worker.OnRunQueue = runnable;
-        if (runnable && enqueueAtWake)
-        {
-            Volatile.Write(ref worker.EnqueueOwed, 1);
-            return;
-        }
-        if (!runnable && Volatile.Read(ref worker.EnqueueOwed) != 0 && Interlocked.Exchange(ref worker.EnqueueOwed, 0) != 0)
-        {
-            return; // counted by a kick whose wake-up has not paid yet: nothing to take off
-        }
         foreach (var queue in RunQueues)
         {
             if (runnable)
