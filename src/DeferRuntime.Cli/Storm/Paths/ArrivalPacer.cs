@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using DeferRuntime.Cli.Platform;
+using DeferRuntime.Platform;
 using DeferRuntime.Devices;
 
 namespace DeferRuntime.Cli.Storm.Paths;
@@ -44,7 +44,7 @@ internal sealed class ArrivalPacer
     /// <summary>Starts the schedule; call it on the thread that waits (it sets that thread's timer slack).</summary>
     public void Begin(long now)
     {
-        _ = PacingSleep.UsePreciseTimerSlack(); // best effort: a late wake-up is absorbed by the spin margin or counted as lag
+        _ = Nap.UsePreciseTimerSlack(); // best effort: a late wake-up is absorbed by the spin margin or counted as lag
         _due = now + NextGap();
     }
 
@@ -79,11 +79,11 @@ internal sealed class ArrivalPacer
             {
                 return now;
             }
-            if (PacingSleep.Available)
+            if (Nap.CanSleepUntil)
             {
                 if (left > WakeMarginTicks)
                 {
-                    PacingSleep.Until(now + Math.Min(left - WakeMarginTicks, LongestSleepTicks));
+                    Nap.Until(now + Math.Min(left - WakeMarginTicks, LongestSleepTicks));
                 }
                 else
                 {
