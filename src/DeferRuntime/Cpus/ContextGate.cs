@@ -37,7 +37,7 @@ internal sealed class ContextGate
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void EnterSlow(ThreadContext context)
     {
-        // Published for a holder that may be spinning on us (see ThreadContext.WaitingForGate).
+        // Published for shutdown's stuck-thread report (see ThreadContext.WaitingForGate).
         Volatile.Write(ref context.WaitingForGate, this);
         try
         {

@@ -57,8 +57,8 @@ internal sealed class ThreadContext
 
     /// <summary>
     /// The gate of this CPU this thread is waiting to take (<see cref="ContextGate.Enter"/>'s slow path),
-    /// or null. Written by the owner; read racily by a thread that spins holding a gate and must not wait
-    /// for a thread that waits for it (cancel_work_sync() of a bh item with interrupts disabled).
+    /// or null. Written by the owner; read racily by shutdown's report of threads it left behind (what a
+    /// stuck thread waits for) and by tests.
     /// </summary>
     public ContextGate? WaitingForGate;
 
