@@ -504,7 +504,7 @@ public sealed partial class VirtualCpu
                     _ => 0,
                 };
                 priority = $"nice {nice}";
-                priorityError = nice == 0 ? null : ThreadPlacement.SetNice(nice);
+                priorityError = ThreadPlacement.SetNice(nice); // also nice 0: see SetNice on inheritance
                 break;
         }
 

@@ -12,6 +12,7 @@ internal static unsafe partial class ThreadPlacement
 {
     private const int MaskBytes = 128; // cpu_set_t of 1024 CPUs
     private const int PrioProcess = 0;
+    private const int SchedOther = 0;
     private const int SchedFifo = 1;
 
     [LibraryImport("libc", EntryPoint = "sched_setaffinity", SetLastError = true)]
@@ -138,12 +139,27 @@ internal static unsafe partial class ThreadPlacement
         return $"thread pinning is not available on {RuntimeInformation.OSDescription}";
     }
 
-    /// <summary>Sets the calling thread's nice value. Returns null on success, else why not.</summary>
+    /// <summary>
+    /// Makes the calling thread SCHED_OTHER at nice <paramref name="nice"/>, whatever it inherited. Returns
+    /// null on success, else why not.
+    /// </summary>
+    /// <remarks>
+    /// Linux threads inherit their creator's policy and nice at clone(): a kworker created by the nice-19
+    /// workqueue ticker, or a thread started from a SCHED_FIFO cpu/N, would otherwise keep that, and a
+    /// nice-19 kworker gets ~0.2% of a core that a nice -10 cpu/N polls on (hundreds of milliseconds of
+    /// run delay, measured with perf sched). So nice 0 is set too, never assumed.
+    /// </remarks>
     public static string? SetNice(int nice)
     {
         if (OperatingSystem.IsLinux())
         {
-            return SetPriority(PrioProcess, GetTid(), nice) == 0 ? null : $"setpriority(nice {nice}) failed: {LastError()}";
+            int tid = GetTid();
+            int param = 0;
+            if (SchedSetScheduler(tid, SchedOther, &param) != 0)
+            {
+                return $"sched_setscheduler(SCHED_OTHER) failed: {LastError()}";
+            }
+            return SetPriority(PrioProcess, tid, nice) == 0 ? null : $"setpriority(nice {nice}) failed: {LastError()}";
         }
         if (OperatingSystem.IsWindows())
         {

@@ -268,7 +268,7 @@ internal sealed class Worker : ISleepNotifier
         if (options.Priorities != PriorityPolicy.None)
         {
             priority = $"nice {pool.Nice}";
-            priorityError = pool.Nice == 0 ? null : ThreadPlacement.SetNice(pool.Nice);
+            priorityError = ThreadPlacement.SetNice(pool.Nice); // also nice 0: see SetNice on inheritance
         }
         // An unbound worker allowed on several cores has no single core to report: it is recorded only
         // if the OS refused its mask or its priority.
