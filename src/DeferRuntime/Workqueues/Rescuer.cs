@@ -32,6 +32,8 @@ internal sealed class Rescuer
         _contexts = new ThreadContext?[wq.Runtime.Cpus.Count];
     }
 
+    private int _nice = int.MinValue; // the rescuer thread only: the nice it last set (MinValue: none yet, or refused)
+
     public Thread? Thread => _thread;
 
     public void Start()
@@ -110,6 +112,11 @@ internal sealed class Rescuer
         if (_wq.Runtime.Options.Pinning)
         {
             _ = ThreadPlacement.PinCurrentThreadToCores(pool.Cores);
+        }
+        // The pool's nice, set rather than inherited from whoever allocated the workqueue (ThreadPlacement.SetNice).
+        if (_wq.Runtime.Options.Priorities != PriorityPolicy.None && _nice != pool.Nice)
+        {
+            _nice = ThreadPlacement.SetNice(pool.Nice) is null ? pool.Nice : int.MinValue;
         }
         try
         {
