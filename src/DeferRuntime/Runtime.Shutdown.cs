@@ -145,14 +145,20 @@ public sealed partial class Runtime
             {
                 cpu.Stop(threads);
             }
-            var stuck = JoinAll(threads, workUntil);
+            var leftBehind = JoinAll(threads, workUntil);
+            // Every thread joined or left behind inside a callback: nothing starts from here on (a
+            // thread that was joined started nothing after its exit, the others find callbacks closed).
+            CloseCallbacks();
             CountAbandonedTimers();
             Wq.CountAbandonedDelayedWork();
+            var (notStarted, stillRunning) = SealAndCollect(leftBehind.Select(t => (t.Name, t.Context)).ToArray());
             _shutdownReport = new RuntimeShutdownReport(
                 leftOver, cancellationToken.IsCancellationRequested, Stopwatch.GetElapsedTime(started),
                 AbandonedTimerCount, AbandonedDelayedWorkCount, _panic)
             {
-                StuckThreads = stuck,
+                StuckThreads = leftBehind.Select(t => RuntimeStuckThread.Of(t.Name, t.Context)).ToArray(),
+                NotStarted = notStarted,
+                StillRunning = stillRunning,
             };
         }
         finally
@@ -176,6 +182,7 @@ public sealed partial class Runtime
     private void GiveUp()
     {
         Interlocked.CompareExchange(ref _state, StateGaveUp, StateStopping);
+        CloseCallbacks();
         foreach (var cpu in _cpus)
         {
             cpu.Kick();
@@ -185,9 +192,9 @@ public sealed partial class Runtime
     /// <summary>
     /// Joins every thread told to exit, until <paramref name="workUntil"/>; if some are still running
     /// then, gives up (<see cref="GiveUp"/>) and joins them until <see cref="ExitGrace"/> later. Returns
-    /// those that never exited, described from their contexts.
+    /// those that never exited, with their contexts.
     /// </summary>
-    private RuntimeStuckThread[] JoinAll(List<StoppingThread> threads, long workUntil)
+    private (string Name, ThreadContext? Context)[] JoinAll(List<StoppingThread> threads, long workUntil)
     {
         var running = threads.Where(t => !JoinUntil(t.Thread, workUntil)).ToList();
         if (running.Count == 0)
@@ -198,7 +205,7 @@ public sealed partial class Runtime
         long until = TimestampAfter(Math.Max(workUntil, Stopwatch.GetTimestamp()), ExitGrace);
         return running
             .Where(t => !JoinUntil(t.Thread, until))
-            .Select(t => RuntimeStuckThread.Of(t.Thread.Name ?? $"managed thread {t.Thread.ManagedThreadId}", t.Context()))
+            .Select(t => (t.Thread.Name ?? $"managed thread {t.Thread.ManagedThreadId}", t.Context()))
             .ToArray();
     }
 

@@ -19,6 +19,20 @@ public sealed record RuntimeShutdownReport(
     /// </summary>
     public IReadOnlyList<RuntimeStuckThread> StuckThreads { get; init; } = [];
 
+    /// <summary>
+    /// Accepted items that never started and never will, each once (a softirq vector once per raise
+    /// that was pending): no callback of the runtime starts after <see cref="Runtime.Shutdown"/> returns.
+    /// Everything accepted that is neither here nor in <see cref="StillRunning"/> ran to its end. Armed
+    /// timers not yet due are not accepted work here: <see cref="AbandonedTimers"/> counts them.
+    /// </summary>
+    public IReadOnlyList<RuntimeShutdownItem> NotStarted { get; init; } = [];
+
+    /// <summary>
+    /// Callbacks that started before shutdown gave up and had not returned: each one's thread is in
+    /// <see cref="StuckThreads"/>. When one returns, its thread starts nothing more.
+    /// </summary>
+    public IReadOnlyList<RuntimeShutdownItem> StillRunning { get; init; } = [];
+
     /// <summary>Everything accepted ran and every thread exited (armed timers that were not due yet are not accepted work: they are counted apart).</summary>
-    public bool Completed => Abandoned is null && Panic is null && StuckThreads.Count == 0;
+    public bool Completed => Abandoned is null && Panic is null && StuckThreads.Count == 0 && NotStarted.Count == 0 && StillRunning.Count == 0;
 }

@@ -213,6 +213,8 @@ public sealed partial class VirtualCpu
                 {
                     int vector = (word << 6) | BitOperations.TrailingZeroCount(bits);
                     bits &= bits - 1;
+                    IrqBatchWord = word;
+                    IrqBatch = bits;
                     DispatchVector(ctx, vector);
                 }
             }
@@ -261,6 +263,7 @@ public sealed partial class VirtualCpu
         {
             var next = ((IIntrusiveNode<CallSingleData>)csd).Next;
             ((IIntrusiveNode<CallSingleData>)csd).Next = null;
+            CallBatch = next;
             csd.Fault = RunCallback(ctx, csd, static c => c.Invoke(), static _ => "IPI call function");
             IpiCalls++;
             HardirqCompletions++;
@@ -299,6 +302,17 @@ public sealed partial class VirtualCpu
         {
             ctx.RunningState = state;
             ctx.RunningDescribe = describe;
+        }
+        // After shutdown gave up, no callback starts (RuntimeShutdownReport's contract). Read after the
+        // stores above: the thread's half of an asymmetric Dekker pair with Runtime.CloseCallbacks, whose
+        // process-wide barrier makes sure that either we see the close here, or shutdown sees what we
+        // published and reports it as still running. PERF: one load of a line nobody writes until then.
+        if (Runtime.CallbacksClosed)
+        {
+            ctx.RunningState = outerState;
+            ctx.RunningDescribe = outerDescribe;
+            Runtime.RefuseCallback(ctx, state, describe);
+            return null;
         }
         Exception? fault = null;
         try

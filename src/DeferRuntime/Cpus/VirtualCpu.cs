@@ -54,6 +54,16 @@ public sealed partial class VirtualCpu
     internal Tasklet? LocalHead, LocalTail, LocalHiHead, LocalHiTail;
     internal int LocalSoftirqPending;
 
+    // What a running batch has taken off the shared lists and not reached yet, published by the thread
+    // running it (B: the bh-gate holder; H: cpu/N in hard-IRQ context) for shutdown's report only: if that
+    // thread is left behind inside a callback of the batch, these are the items it holds that will never
+    // start. PERF: plain stores, one per item; a reference store costs its GC write barrier.
+    internal int SoftirqBatch; // B: vectors of the current __do_softirq pass after the running one
+    internal Tasklet? TaskletBatch; // B: the rest of the tasklet list being run
+    internal long IrqBatch; // H: vectors of word IrqBatchWord taken at this hard-IRQ entry and not dispatched yet
+    internal int IrqBatchWord; // H
+    internal CallSingleData? CallBatch; // H: the rest of the IPI calls taken at this entry
+
     // B: per-vector executions, as /proc/softirqs counts them.
     internal readonly long[] SoftirqCounts = new long[SoftirqTable.VectorCount];
 

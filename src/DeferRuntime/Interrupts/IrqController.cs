@@ -395,6 +395,18 @@ public sealed class IrqController
 
     // ---- cpu/N ----
 
+    /// <summary>A device vector as shutdown's report names it: <c>irq 5 'eth0'</c>, or the bare vector if no line owns it.</summary>
+    internal string DescribeVector(int vector)
+    {
+        int irq = vector - FirstDeviceVector;
+        if ((uint)irq >= (uint)_descs.Length)
+        {
+            return $"vector {vector}";
+        }
+        var actions = _descs[irq].Actions;
+        return actions.Length == 0 ? $"irq {irq}" : $"irq {irq} '{string.Join(",", actions.Select(a => a.Name))}'";
+    }
+
     /// <summary>The vector of a device line fired on <paramref name="cpu"/>: run the line's flow handler.</summary>
     internal void HandleVector(VirtualCpu cpu, ThreadContext ctx, int vector)
     {
@@ -483,6 +495,7 @@ public sealed class IrqController
             {
                 if (a.MarkFreed() && a.Thread is { } thread)
                 {
+                    _threadedAtShutdown.Add(a);
                     thread.Stop(join: false);
                     threads.Add(new StoppingThread(thread.Thread, () => thread.Context));
                 }
@@ -491,6 +504,23 @@ public sealed class IrqController
     }
 
     // ---- reporting ----
+
+    private readonly List<IrqAction> _threadedAtShutdown = []; // S: the threaded actions FreeAll stopped, for the report
+
+    /// <summary>
+    /// Adds each threaded handler woken (IRQTF_RUNTHREAD) and never run to <paramref name="into"/> as not
+    /// started. Called by shutdown after its joins.
+    /// </summary>
+    internal void CollectNotStarted(List<RuntimeShutdownItem> into)
+    {
+        foreach (var a in _threadedAtShutdown)
+        {
+            if (a.Thread is { IsRunPending: true } thread)
+            {
+                into.Add(new RuntimeShutdownItem(a.ToString(), ShutdownItemKind.IrqThread, ShutdownItemState.NotStarted, thread.BoundCpu, null, null, a));
+            }
+        }
+    }
 
     /// <summary>CPU time of the live irq threads bound to CPU <paramref name="cpu"/>, in ns; -1 without per-thread clocks.</summary>
     internal long IrqThreadCpuNs(int cpu)

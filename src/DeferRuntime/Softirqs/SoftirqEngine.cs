@@ -117,6 +117,7 @@ internal static class SoftirqEngine
             {
                 int nr = BitOperations.TrailingZeroCount(pending);
                 pending &= pending - 1;
+                cpu.SoftirqBatch = pending;
                 cpu.SoftirqCounts[nr]++;
                 // PERF: the softirq_entry/exit tracepoints and the raise-latency probe cost a load and a
                 // predictable branch each while nobody listens.

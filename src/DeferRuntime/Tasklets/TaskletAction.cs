@@ -35,6 +35,7 @@ internal static class TaskletAction
             var t = list;
             list = ((IIntrusiveNode<Tasklet>)t).Next;
             ((IIntrusiveNode<Tasklet>)t).Next = null;
+            cpu.TaskletBatch = list;
 
             if (t.TryLockRun())
             {

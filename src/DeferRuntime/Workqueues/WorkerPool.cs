@@ -162,6 +162,23 @@ internal sealed class WorkerPool
     /// (<see cref="Backoff"/>'s doubling spins would overshoot a 100 ns release by up to 20 µs), then
     /// yields, then real naps so a lower-priority holder on this core gets to run (DESIGN §5).
     /// </summary>
+    /// <summary>
+    /// Takes the pool lock unless it is still held at the Stopwatch timestamp <paramref name="until"/>:
+    /// for shutdown's report, which must not wait forever for a thread it left behind.
+    /// </summary>
+    public bool TryLockUntil(long until)
+    {
+        while (Interlocked.CompareExchange(ref Hot.Lock, 1, 0) != 0)
+        {
+            if (Stopwatch.GetTimestamp() >= until)
+            {
+                return false;
+            }
+            Thread.Yield();
+        }
+        return true;
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void LockSlow()
     {
@@ -701,6 +718,22 @@ internal sealed class WorkerPool
     }
 
     // ---- workers ----
+
+    /// <summary>A copy of the attached workers, for shutdown's report, which may read the pool without its lock.</summary>
+    public Worker[] WorkersUnchecked
+    {
+        get
+        {
+            try
+            {
+                return _workers.ToArray();
+            }
+            catch (ArgumentException)
+            {
+                return []; // caught mid-update by a thread left behind: its items are still on the lists read apart
+            }
+        }
+    }
 
     /// <summary>The attached workers, for iteration under the lock (no copy).</summary>
     public List<Worker> WorkersLocked
