@@ -15,11 +15,12 @@ namespace DeferRuntime.Hosting;
 /// </summary>
 /// <remarks>
 /// Shutdown order (<see cref="StopAsync"/>, run by the hosted service after every other hosted service
-/// has stopped, so producers such as the web server are already quiet): free_irq() of every line still
-/// requested, so no new top half feeds the bottom halves; then <see cref="Runtime.Shutdown"/>: threads of
-/// no CPU are refused, pending hard IRQs, softirqs, tasklets and every workqueue's items run (work they
-/// chain included), bounded by <see cref="RuntimeOptions.ShutdownTimeout"/> and by the host's shutdown
-/// token; then the threads are joined. What could not finish is logged with its names.
+/// has stopped, so producers such as the web server are already quiet): <see cref="Runtime.ShutdownAsync(TimeSpan, CancellationToken)"/>:
+/// threads of no CPU are refused (device assertions included, so no new top half feeds the bottom
+/// halves), pending hard IRQs, softirqs, tasklets and every workqueue's items run (work they chain
+/// included), bounded by <see cref="RuntimeOptions.ShutdownTimeout"/> and by the host's shutdown token;
+/// then the lines still requested are freed and the threads joined. What did not finish is logged item
+/// by item (not started, or still running on a thread left behind) and kept in <see cref="ShutdownReport"/>.
 /// </remarks>
 public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
 {
@@ -134,9 +135,12 @@ public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
     }
 
     /// <summary>
-    /// The hosted service's stop: frees the IRQ lines, then drains and stops the runtime on a thread of its
-    /// own, returning when it is done or when <paramref name="cancellationToken"/> (the host's shutdown
-    /// timeout) fires, whichever is first; logs what could not finish. Does nothing if the runtime never booted.
+    /// The hosted service's stop: <see cref="Runtime.ShutdownAsync(TimeSpan, CancellationToken)"/> bounded by
+    /// <see cref="RuntimeOptions.ShutdownTimeout"/> and by <paramref name="cancellationToken"/> (the host's
+    /// shutdown timeout), awaited without blocking a thread; then logs the report and keeps it in
+    /// <see cref="ShutdownReport"/>. The runtime's bound holds whatever a handler does, so this returns
+    /// within the earlier of the two plus a few tens of milliseconds; once it has, no callback of the
+    /// runtime starts. Does nothing if the runtime never booted.
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
@@ -146,24 +150,11 @@ public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
             return;
         }
         Log.Stopping(_logger, _options.ShutdownTimeout.TotalSeconds);
-        // free_irq() may wait for a running handler, and the drain for work items: both are synchronous
-        // waits, so they get a thread of their own rather than a thread-pool thread.
-        var shutdown = Task.Factory.StartNew(() => ShutdownNow(runtime, cancellationToken), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        try
-        {
-            await shutdown.WaitAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            // The drain saw the same token and is giving up; give it a moment to stop the threads and
-            // say what it abandoned. Only a free_irq() stuck on a handler that never returns stays behind.
-            if (await Task.WhenAny(shutdown, Task.Delay(TimeSpan.FromSeconds(2), CancellationToken.None)).ConfigureAwait(false) != shutdown)
-            {
-                Log.ShutdownStuck(_logger, runtime.DescribePendingWork());
-                return;
-            }
-        }
-        await shutdown.ConfigureAwait(false);
+        // Lines drivers left requested are freed by the shutdown itself, after its drain and without
+        // waiting for a handler that may never return (free_irq() would): count them first, for the log.
+        int requested = runtime.Irqs.RequestedActionCount;
+        var report = await runtime.ShutdownAsync(_options.ShutdownTimeout, cancellationToken).ConfigureAwait(false);
+        Published(report, requested);
         if (_forwarder is { } forwarder)
         {
             await forwarder.FlushAsync().ConfigureAwait(false);
@@ -172,12 +163,16 @@ public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
 
     private void ShutdownNow(Runtime runtime, CancellationToken cancellationToken)
     {
-        int freed = runtime.Irqs.FreeAllIrqs();
-        if (freed > 0)
+        int requested = runtime.Irqs.RequestedActionCount;
+        Published(runtime.Shutdown(_options.ShutdownTimeout, cancellationToken), requested);
+    }
+
+    private void Published(RuntimeShutdownReport report, int irqActionsLeft)
+    {
+        if (irqActionsLeft > 0)
         {
-            Log.IrqsFreed(_logger, freed);
+            Log.IrqsFreed(_logger, irqActionsLeft);
         }
-        var report = runtime.Shutdown(_options.ShutdownTimeout, cancellationToken);
         Volatile.Write(ref _report, report);
         LogReport(report);
     }
@@ -196,6 +191,11 @@ public sealed class DeferRuntimeHost : IDisposable, IAsyncDisposable
                 report.StuckThreads.Count > 0 ? $"threads left running: {string.Join(", ", report.StuckThreads)}" : null,
             }.OfType<string>());
             Log.ShutdownIncomplete(_logger, report.Elapsed.TotalMilliseconds, report.Cancelled ? "the host's shutdown timeout" : $"ShutdownTimeout ({_options.ShutdownTimeout.TotalSeconds:0.#} s)", notFinished);
+            // One structured entry per item, so a log pipeline can act on each (re-queue what never started).
+            foreach (var item in report.StillRunning.Concat(report.NotStarted))
+            {
+                Log.ShutdownItem(_logger, item.State, item.Kind, item.Name, item.Workqueue, item.Cpu, item.Thread);
+            }
         }
         else
         {

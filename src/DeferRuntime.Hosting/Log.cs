@@ -35,6 +35,9 @@ internal static partial class Log
     [LoggerMessage(20, LogLevel.Information, "DeferRuntime stopping: freeing IRQ lines, then draining bottom halves and workqueues (bound {TimeoutSeconds} s, or the host's shutdown timeout)")]
     public static partial void Stopping(ILogger logger, double timeoutSeconds);
 
+    [LoggerMessage(27, LogLevel.Warning, "DeferRuntime shutdown left {State} {Kind} '{Name}' (workqueue {Workqueue}, CPU {Cpu}, thread {Thread})")]
+    public static partial void ShutdownItem(ILogger logger, ShutdownItemState state, ShutdownItemKind kind, string name, string? workqueue, int? cpu, string? thread);
+
     [LoggerMessage(21, LogLevel.Information, "DeferRuntime freed {Count} IRQ action(s) still requested")]
     public static partial void IrqsFreed(ILogger logger, int count);
 
@@ -49,7 +52,4 @@ internal static partial class Log
 
     [LoggerMessage(25, LogLevel.Error, "DeferRuntime shutdown after a panic: nothing was drained. {Message}")]
     public static partial void ShutdownAfterPanic(ILogger logger, string message);
-
-    [LoggerMessage(26, LogLevel.Error, "DeferRuntime shutdown is stuck past the host's shutdown timeout (a handler that never returns?); still pending: {Pending}")]
-    public static partial void ShutdownStuck(ILogger logger, string pending);
 }

@@ -28,11 +28,34 @@ public sealed partial class Runtime
     /// </summary>
     public void Dispose()
     {
-        var report = ShutdownCore(Options.ShutdownTimeout, CancellationToken.None);
+        var report = RunSynchronously(ShutdownCoreAsync(Options.ShutdownTimeout, sync: true, CancellationToken.None));
+        ThrowIfDisposeLeftWork(report);
+    }
+
+    /// <summary>
+    /// <see cref="Dispose"/>, awaited: the same orderly shutdown within <see cref="RuntimeOptions.ShutdownTimeout"/>,
+    /// and the same <see cref="TimeoutException"/> if work was abandoned or a thread left behind, but no
+    /// thread blocks while it waits (see <see cref="ShutdownAsync(TimeSpan, CancellationToken)"/>).
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        var report = await ShutdownCoreAsync(Options.ShutdownTimeout, sync: false, CancellationToken.None).ConfigureAwait(false);
+        ThrowIfDisposeLeftWork(report);
+    }
+
+    private void ThrowIfDisposeLeftWork(RuntimeShutdownReport? report)
+    {
         if (report is not null && (report.Abandoned is not null || report.StuckThreads.Count > 0))
         {
             throw new TimeoutException(DescribeTimeout(report, Options.ShutdownTimeout));
         }
+    }
+
+    /// <summary>The result of the shutdown core run with sync: true, which never awaits anything incomplete.</summary>
+    private static RuntimeShutdownReport? RunSynchronously(ValueTask<RuntimeShutdownReport?> shutdown)
+    {
+        Debug.Assert(shutdown.IsCompleted, "the synchronous shutdown awaited something");
+        return shutdown.GetAwaiter().GetResult();
     }
 
     private static string DescribeTimeout(RuntimeShutdownReport report, TimeSpan timeout)
@@ -71,8 +94,25 @@ public sealed partial class Runtime
     public RuntimeShutdownReport Shutdown(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
-        return ShutdownCore(timeout, cancellationToken) ?? _shutdownReport!;
+        return RunSynchronously(ShutdownCoreAsync(timeout, sync: true, cancellationToken)) ?? _shutdownReport!;
     }
+
+    /// <summary>
+    /// <see cref="Shutdown"/>, awaited: the same drain, bound, contract and report, for a caller that must
+    /// not block a thread (an ASP.NET Core or Generic Host stop path). Its waits (the drain's look, the
+    /// wait for the workqueues, the joins) are timer-driven awaits of about a millisecond each instead of
+    /// spins and blocking joins; the work itself is done by the runtime's threads either way. Called
+    /// again, or after <see cref="Dispose"/>, it waits for the first shutdown and returns its report.
+    /// </summary>
+    public async Task<RuntimeShutdownReport> ShutdownAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
+        return await ShutdownCoreAsync(timeout, sync: false, cancellationToken).ConfigureAwait(false) ?? _shutdownReport!;
+    }
+
+    /// <summary><see cref="ShutdownAsync(TimeSpan, CancellationToken)"/> bounded by <see cref="RuntimeOptions.ShutdownTimeout"/>.</summary>
+    public Task<RuntimeShutdownReport> ShutdownAsync(CancellationToken cancellationToken = default) =>
+        ShutdownAsync(Options.ShutdownTimeout, cancellationToken);
 
     /// <summary>
     /// What is pending now (softirqs, tasklets by name, hard IRQs, due timers, workqueue items in flight),
@@ -83,8 +123,12 @@ public sealed partial class Runtime
 
     private RuntimeShutdownReport? _shutdownReport; // written once by the shutting-down thread before _stopped is set
 
-    /// <summary>The shutdown; null if another thread did it (returns once that one has finished).</summary>
-    private RuntimeShutdownReport? ShutdownCore(TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>
+    /// The shutdown; null if another thread did it (returns once that one has finished). With
+    /// <paramref name="sync"/> it never awaits anything incomplete (its waits spin, yield and block, and it
+    /// completes before returning); without, every wait is an await, so no thread blocks in it.
+    /// </summary>
+    private async ValueTask<RuntimeShutdownReport?> ShutdownCoreAsync(TimeSpan timeout, bool sync, CancellationToken cancellationToken)
     {
         foreach (var cpu in _cpus)
         {
@@ -115,7 +159,14 @@ public sealed partial class Runtime
             // Another thread is shutting down (or has): return when it is done, not before. Not
             // cancellable, and needs no bound of its own: that shutdown is bounded by its caller's. Not
             // under the lock, which that shutdown's drain takes to count the bindings.
-            _stopped.Wait(CancellationToken.None);
+            if (sync)
+            {
+                _stopped.Wait(CancellationToken.None);
+            }
+            else
+            {
+                await _stoppedTask.Task.ConfigureAwait(false);
+            }
             return null;
         }
 
@@ -124,7 +175,7 @@ public sealed partial class Runtime
         try
         {
             StartTimerDrain();
-            string? leftOver = _panic is null ? Drain(deadline, cancellationToken) : null;
+            string? leftOver = _panic is null ? await DrainAsync(deadline, sync, cancellationToken).ConfigureAwait(false) : null;
             // Everything accepted ran: the threads are idle and have until the deadline to exit (they
             // need microseconds). Otherwise the drain gave up on something that may never finish: waits
             // on runtime threads give up from now on, and the threads get only ExitGrace.
@@ -140,12 +191,20 @@ public sealed partial class Runtime
             // free_irq() of what drivers left requested: their threads run what is pending and exit.
             Irqs.FreeAll(threads);
             // Workers, rescuers and the wq ticker: what was linked after the drain runs first.
-            Wq.Stop(workUntil, threads);
+            if (Wq.BeginStop())
+            {
+                var backoff = default(Backoff);
+                while (Wq.StillWorking(workUntil))
+                {
+                    await Pause(sync, ref backoff).ConfigureAwait(false);
+                }
+                Wq.FinishStop(threads);
+            }
             foreach (var cpu in _cpus)
             {
                 cpu.Stop(threads);
             }
-            var leftBehind = JoinAll(threads, workUntil);
+            var leftBehind = await JoinAllAsync(threads, workUntil, sync).ConfigureAwait(false);
             // Every thread joined or left behind inside a callback: nothing starts from here on (a
             // thread that was joined started nothing after its exit, the others find callbacks closed).
             CloseCallbacks();
@@ -153,7 +212,8 @@ public sealed partial class Runtime
             Wq.CountAbandonedDelayedWork();
             var (notStarted, stillRunning) = SealAndCollect(leftBehind.Select(t => (t.Name, t.Context)).ToArray());
             _shutdownReport = new RuntimeShutdownReport(
-                leftOver, cancellationToken.IsCancellationRequested, Stopwatch.GetElapsedTime(started),
+                // After a panic nothing was drained: the panic is the report, the lists say what it stranded.
+                _panic is null ? DescribeLeftOver(leftOver, notStarted, stillRunning) : leftOver, cancellationToken.IsCancellationRequested, Stopwatch.GetElapsedTime(started),
                 AbandonedTimerCount, AbandonedDelayedWorkCount, _panic)
             {
                 StuckThreads = leftBehind.Select(t => RuntimeStuckThread.Of(t.Name, t.Context)).ToArray(),
@@ -165,8 +225,28 @@ public sealed partial class Runtime
         {
             Volatile.Write(ref _state, StateStopped);
             _stopped.Set();
+            _stoppedTask.TrySetResult();
         }
         return _shutdownReport;
+    }
+
+    /// <summary>
+    /// The report's one-line account of what did not finish: the items themselves when there are any (the
+    /// drain's own description, taken at its deadline, counts items in flight, running and waiting alike),
+    /// with the drain's note on threads still bound kept; else the drain's description, or null.
+    /// </summary>
+    private static string? DescribeLeftOver(string? drainLeftOver, RuntimeShutdownItem[] notStarted, RuntimeShutdownItem[] stillRunning)
+    {
+        if (notStarted.Length == 0 && stillRunning.Length == 0)
+        {
+            return drainLeftOver;
+        }
+        const int Shown = 16;
+        var items = stillRunning.Concat(notStarted).ToArray();
+        string list = string.Join("; ", items.Take(Shown)) + (items.Length > Shown ? $"; and {items.Length - Shown} more" : "");
+        string summary = $"{notStarted.Length} item(s) not started, {stillRunning.Length} still running: {list}";
+        string? bound = drainLeftOver?.Split("; ").FirstOrDefault(p => p.StartsWith("threads still bound", StringComparison.Ordinal));
+        return bound is null ? summary : $"{bound}; {summary}";
     }
 
     private static long TimestampAfter(long start, TimeSpan span) =>
@@ -194,19 +274,79 @@ public sealed partial class Runtime
     /// then, gives up (<see cref="GiveUp"/>) and joins them until <see cref="ExitGrace"/> later. Returns
     /// those that never exited, with their contexts.
     /// </summary>
-    private (string Name, ThreadContext? Context)[] JoinAll(List<StoppingThread> threads, long workUntil)
+    private async ValueTask<(string Name, ThreadContext? Context)[]> JoinAllAsync(List<StoppingThread> threads, long workUntil, bool sync)
     {
-        var running = threads.Where(t => !JoinUntil(t.Thread, workUntil)).ToList();
+        var running = new List<StoppingThread>();
+        foreach (var t in threads)
+        {
+            if (!await JoinUntilAsync(t.Thread, workUntil, sync).ConfigureAwait(false))
+            {
+                running.Add(t);
+            }
+        }
         if (running.Count == 0)
         {
             return [];
         }
         GiveUp();
         long until = TimestampAfter(Math.Max(workUntil, Stopwatch.GetTimestamp()), ExitGrace);
-        return running
-            .Where(t => !JoinUntil(t.Thread, until))
-            .Select(t => (t.Thread.Name ?? $"managed thread {t.Thread.ManagedThreadId}", t.Context()))
-            .ToArray();
+        var leftBehind = new List<(string, ThreadContext?)>();
+        foreach (var t in running)
+        {
+            if (!await JoinUntilAsync(t.Thread, until, sync).ConfigureAwait(false))
+            {
+                leftBehind.Add((t.Thread.Name ?? $"managed thread {t.Thread.ManagedThreadId}", t.Context()));
+            }
+        }
+        return leftBehind.ToArray();
+    }
+
+    /// <summary>
+    /// <see cref="JoinUntil"/>, or without blocking: looks at the thread every millisecond or so (a
+    /// timer-driven await) until it has exited or <paramref name="until"/> has passed.
+    /// </summary>
+    private static async ValueTask<bool> JoinUntilAsync(Thread thread, long until, bool sync)
+    {
+        if (sync)
+        {
+            return JoinUntil(thread, until);
+        }
+        while (true)
+        {
+            if (ReferenceEquals(thread, Thread.CurrentThread) || JoinedNow(thread))
+            {
+                return true;
+            }
+            if (Stopwatch.GetTimestamp() >= until)
+            {
+                return false;
+            }
+            await Task.Delay(1).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The thread has exited (a thread created but not started yet has not).</summary>
+    private static bool JoinedNow(Thread thread)
+    {
+        try
+        {
+            return thread.Join(0);
+        }
+        catch (ThreadStateException)
+        {
+            return false; // a kworker created just before shutdown, not started yet by its creator: it will be
+        }
+    }
+
+    /// <summary>One wait of a polling loop: the backoff's spin, yield or sleep, or an await of about a millisecond.</summary>
+    private static ValueTask Pause(bool sync, ref Backoff backoff)
+    {
+        if (sync)
+        {
+            backoff.Wait();
+            return default;
+        }
+        return new ValueTask(Task.Delay(1));
     }
 
     /// <summary>Thread.Join() until the Stopwatch timestamp <paramref name="until"/>: true if the thread exited (or is the caller).</summary>
@@ -245,7 +385,7 @@ public sealed partial class Runtime
     /// <paramref name="cancellationToken"/> is cancelled: then returns what is still pending (the live
     /// bindings first). The CPUs run the work meanwhile; this only watches and kicks.
     /// </summary>
-    private string? Drain(long deadline, CancellationToken cancellationToken)
+    private async ValueTask<string?> DrainAsync(long deadline, bool sync, CancellationToken cancellationToken)
     {
         // Frozen workqueues are thawed: their items were accepted too.
         Wq.Thaw();
@@ -289,7 +429,7 @@ public sealed partial class Runtime
                 }
                 return string.Join("; ", parts);
             }
-            backoff.Wait();
+            await Pause(sync, ref backoff).ConfigureAwait(false);
         }
         return null;
     }

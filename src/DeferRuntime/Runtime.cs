@@ -35,7 +35,7 @@ namespace DeferRuntime;
 /// <para>Several instances may live in one process; there is no static mutable state beyond the
 /// per-thread context.</para>
 /// </remarks>
-public sealed partial class Runtime : IDisposable
+public sealed partial class Runtime : IDisposable, IAsyncDisposable
 {
     // The states only go up; shutdown's thread is the only writer after Running.
     private const int StateRunning = 0;
@@ -51,6 +51,7 @@ public sealed partial class Runtime : IDisposable
     private int _roundRobin; // A: next CPU under RoundRobin placement
     private volatile KernelPanicException? _panic;
     private readonly ManualResetEventSlim _stopped = new(); // set when Dispose has joined every thread
+    private readonly TaskCompletionSource _stoppedTask = new(TaskCreationOptions.RunContinuationsAsynchronously); // completed with _stopped, for ShutdownAsync
 
     private Runtime(RuntimeOptions options)
     {

@@ -70,6 +70,7 @@ public sealed record RuntimeShutdownItem(
         string wq = Workqueue is null ? "" : $" on workqueue '{Workqueue}'";
         string cpu = Cpu is { } c ? $" (CPU {c})" : "";
         string state = State == ShutdownItemState.NotStarted ? "not started" : $"still running on {Thread}";
-        return $"{kind} '{Name}'{wq}{cpu}: {state}";
+        string disabled = Item is Tasklets.Tasklet { IsDisabled: true } ? " (disabled)" : "";
+        return $"{kind} '{Name}'{disabled}{wq}{cpu}: {state}";
     }
 }

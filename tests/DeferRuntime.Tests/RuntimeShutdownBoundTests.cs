@@ -73,7 +73,10 @@ public class RuntimeShutdownBoundTests
         var report = ShutdownWithinBound(rt);
 
         Assert.False(report.Completed);
-        Assert.Contains("workqueue 'events': 1 item(s) in flight", report.Abandoned, StringComparison.Ordinal);
+        var running = Assert.Single(report.StillRunning);
+        Assert.Equal("blocked", running.Name);
+        Assert.Equal("events", running.Workqueue);
+        Assert.Contains("0 item(s) not started, 1 still running: work 'blocked' on workqueue 'events' (CPU 0): still running on kworker/0:", report.Abandoned, StringComparison.Ordinal);
         var t = Assert.Single(report.StuckThreads, t => t.Running == "work item 'blocked'");
         Assert.StartsWith("kworker/0:", t.Thread, StringComparison.Ordinal);
         Assert.Equal(0, t.Cpu);

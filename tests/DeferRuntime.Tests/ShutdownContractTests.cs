@@ -124,6 +124,54 @@ public class ShutdownContractTests
         Assert.Equal(50, ran);
     }
 
+    [Fact]
+    public async Task ShutdownAsync_returns_to_its_caller_at_once_and_reports_as_Shutdown_does()
+    {
+        var rt = TestRuntime.Boot(2);
+        using var stuck = new StuckCallback();
+        var blocker = new WorkStruct(_ => stuck.Block(), "stuck");
+        rt.SystemWq.Queue(blocker);
+        stuck.WaitEntered();
+        var behind = new WorkStruct(_ => stuck.CountStart(), "behind");
+        Assert.True(rt.SystemWq.Queue(behind));
+
+        var clock = Stopwatch.StartNew();
+        var shutdown = rt.ShutdownAsync(Timeout);
+        // The drain cannot finish before the timeout (the item is stuck): a caller that got the task back
+        // was not blocked by the drain.
+        Assert.False(shutdown.IsCompleted, "ShutdownAsync blocked its caller");
+        var report = await shutdown.WaitAsync(HangBound);
+        Assert.True(clock.Elapsed < HangBound);
+        int startsAtReturn = stuck.Starts;
+        // Concurrency management may have run it on another worker while the first was blocked: it
+        // either ran, or is listed as not started, never both.
+        Assert.Equal(1, startsAtReturn + report.NotStarted.Count(i => ReferenceEquals(i.Item, behind)));
+
+        Assert.False(report.Completed);
+        Assert.Same(blocker, Assert.Single(report.StillRunning).Item);
+        // A second caller, sync or async, gets the same report once the first is done.
+        Assert.Same(report, rt.Shutdown(Timeout));
+        Assert.Same(report, await rt.ShutdownAsync(Timeout));
+        stuck.ReleaseAndJoinItsThread();
+        Assert.Equal(startsAtReturn, stuck.Starts);
+    }
+
+    [Fact]
+    public async Task DisposeAsync_drains_what_was_accepted()
+    {
+        var rt = TestRuntime.Boot(2);
+        int ran = 0;
+        var tasklet = rt.CreateTasklet(_ => Interlocked.Increment(ref ran), "counted");
+        rt.OnCpu(1, tasklet.Schedule);
+        for (int n = 0; n < 20; n++)
+        {
+            rt.SystemWq.Queue(new WorkStruct(_ => Interlocked.Increment(ref ran), $"w{n}"));
+        }
+        await rt.DisposeAsync();
+        Assert.Equal(21, Volatile.Read(ref ran));
+        Assert.True(rt.IsShutDown);
+    }
+
     private static void AssertExactlyOnce(IEnumerable<RuntimeShutdownItem> items, IReadOnlyCollection<object> expected)
     {
         var listed = items.Select(i => i.Item).Where(o => o is not null).ToList();

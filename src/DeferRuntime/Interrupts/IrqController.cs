@@ -459,6 +459,9 @@ public sealed class IrqController
     /// <summary>The line descriptors, for metrics.</summary>
     internal IReadOnlyList<IrqDesc> Lines => _descs;
 
+    /// <summary>Actions requested and not freed yet, over every line (racy: for reports).</summary>
+    public int RequestedActionCount => _descs.Sum(d => d.Actions.Count(a => !a.IsFreed));
+
     /// <summary>
     /// free_irq() of every action still requested, line by line: each waits for the line's running
     /// handlers and threads, as <see cref="FreeIrq"/> does. What a service does at shutdown before it drains

@@ -535,25 +535,23 @@ internal sealed partial class WorkqueueSubsystem
     }
 
     /// <summary>
-    /// Stops the ticker, every worker and every rescuer after the drain: what is still linked runs first,
-    /// until the Stopwatch timestamp <paramref name="workUntil"/>; then every thread is told to exit and
-    /// added to <paramref name="threads"/>, which shutdown joins with its bound, so an item stuck forever
-    /// cannot hang it.
+    /// The first step of stopping the workqueues after the runtime's drain (shutdown runs the three steps,
+    /// then joins the threads with its bound, so an item stuck forever cannot hang it): nothing is linked
+    /// from here on (queueing checks the flag under the pool lock, or after its lock-free push). False if
+    /// another stop began first.
     /// </summary>
-    public void Stop(long workUntil, List<StoppingThread> threads)
+    public bool BeginStop() => Interlocked.Exchange(ref _stopping, 1) == 0;
+
+    /// <summary>
+    /// The second, polled by the caller: what was linked between the runtime's drain and the flag (a delayed
+    /// item whose timer fired just then) still runs, on workers still alive, until <paramref name="workUntil"/>,
+    /// so nothing accepted is dropped.
+    /// </summary>
+    public bool StillWorking(long workUntil) => !IsQuiescent && Stopwatch.GetTimestamp() < workUntil && !Runtime.IsPanicked;
+
+    /// <summary>The last: tells the ticker, every worker and every rescuer to exit, adding their threads to <paramref name="threads"/>.</summary>
+    public void FinishStop(List<StoppingThread> threads)
     {
-        if (Interlocked.Exchange(ref _stopping, 1) != 0)
-        {
-            return;
-        }
-        // Nothing is linked from here on (queueing checks the flag under the pool lock, or after its
-        // lock-free push). What was linked between the runtime's drain and the flag (a delayed item whose
-        // timer fired just then) runs now, on workers still alive, so nothing accepted is dropped.
-        var backoff = default(Backoff);
-        while (!IsQuiescent && Stopwatch.GetTimestamp() < workUntil && !Runtime.IsPanicked)
-        {
-            backoff.Wait();
-        }
         StopTicker(threads);
         var workers = new List<Worker>();
         foreach (var pool in Pools)

@@ -102,7 +102,10 @@ public sealed class HostingLifecycleTests
         Assert.Contains("hosting-stuck", report.Abandoned, StringComparison.Ordinal);
         var warning = Assert.Single(logs.For(23));
         Assert.Equal(LogLevel.Warning, warning.Level);
-        Assert.Contains("workqueue 'hosting-stuck': 1 item(s) in flight", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("work 'hosting-stuck-item' on workqueue 'hosting-stuck' (CPU 0): still running on kworker/u", warning.Message, StringComparison.Ordinal);
+        Assert.Equal("hosting-stuck-item", Assert.Single(report.StillRunning).Name);
+        var itemLog = Assert.Single(logs.For(27));
+        Assert.Contains("StillRunning Work 'hosting-stuck-item' (workqueue hosting-stuck", itemLog.Message, StringComparison.Ordinal);
         Assert.Contains("host's shutdown timeout", warning.Message, StringComparison.Ordinal);
         // Its kworker never came back from the item (released only after the stop returned): named, left behind.
         var kworker = Assert.Single(report.StuckThreads, t => t.Running == "work item 'hosting-stuck-item'");
