@@ -77,6 +77,33 @@ public class CallbackNameTests
     }
 
     [Fact]
+    public void Lambdas_and_local_functions_of_real_top_level_statements_read_as_the_program()
+    {
+        const string Source = """
+            using DeferRuntime.Workqueues;
+
+            AppContext.SetData("callback-name-lambda", new WorkStruct(_ => { }).Name);
+            AppContext.SetData("callback-name-local", new WorkStruct(Poll).Name);
+
+            static void Poll(WorkStruct work) { }
+            """;
+        var image = Readme.SnippetCompiler.Compile(Source, web: false, "TopLevelNames", out var errors);
+        Assert.True(image is not null, string.Join('\n', errors));
+        var context = new System.Runtime.Loader.AssemblyLoadContext("top-level-names", isCollectible: true);
+        try
+        {
+            var assembly = context.LoadFromStream(new MemoryStream(image));
+            assembly.EntryPoint!.Invoke(null, [Array.Empty<string>()]);
+        }
+        finally
+        {
+            context.Unload();
+        }
+        Assert.Equal("Program (lambda)", AppContext.GetData("callback-name-lambda"));
+        Assert.Equal("Program.Poll", AppContext.GetData("callback-name-local"));
+    }
+
+    [Fact]
     public void Explicit_names_win()
     {
         Assert.Equal("reset", new WorkStruct(StaticDrain, "reset").Name);
