@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 
 namespace DeferRuntime.Tasklets;
 
@@ -33,7 +34,7 @@ public sealed class Tasklet : IIntrusiveNode<Tasklet>
     {
         Runtime = runtime;
         _callback = callback;
-        Name = name ?? callback.Method.Name;
+        Name = name ?? CallbackName.Of(callback);
     }
 
     /// <summary>The runtime that runs this tasklet.</summary>

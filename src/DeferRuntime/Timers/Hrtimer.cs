@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 
 namespace DeferRuntime.Timers;
 
@@ -33,7 +34,7 @@ public sealed class Hrtimer
     {
         Runtime = runtime;
         _function = function;
-        Name = name ?? function.Method.Name;
+        Name = name ?? CallbackName.Of(function);
         var cpu = CpuContext.CurrentCpu is { } own && ReferenceEquals(own.Runtime, runtime) ? own : runtime.Cpus[0];
         _base = cpu.Timers.Hrtimers;
     }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 
 namespace DeferRuntime.Timers;
 
@@ -40,7 +41,7 @@ public sealed class TimerList
         Runtime = runtime;
         _callback = callback;
         Flags = flags;
-        Name = name ?? callback.Method.Name;
+        Name = name ?? CallbackName.Of(callback);
         // Like timer_setup(), which records the CPU it ran on: a base to lock before the first arm.
         var cpu = CpuContext.CurrentCpu is { } own && ReferenceEquals(own.Runtime, runtime) ? own : runtime.Cpus[0];
         _base = cpu.Timers.BaseFor(flags);

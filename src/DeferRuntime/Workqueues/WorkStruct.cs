@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using DeferRuntime.Cpus;
+using DeferRuntime.Diagnostics;
 using DeferRuntime.Locking;
 
 namespace DeferRuntime.Workqueues;
@@ -72,12 +73,12 @@ public class WorkStruct
     internal WorkqueueSubsystem? Owner; // A: the runtime it was last queued on (whose waiters flush it)
     internal long QueuedAt; // O, then L: Stopwatch timestamp of the queue while a queue-latency histogram listens, else 0
 
-    /// <summary>INIT_WORK(): a work item that runs <paramref name="func"/>; <paramref name="name"/> appears in reports (default: the method's name).</summary>
+    /// <summary>INIT_WORK(): a work item that runs <paramref name="func"/>; <paramref name="name"/> appears in reports (default: the method passed, `Type.Method`; for a lambda, its containing method).</summary>
     public WorkStruct(Action<WorkStruct> func, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(func);
         _func = func;
-        Name = name ?? func.Method.Name;
+        Name = name ?? CallbackName.Of(func);
     }
 
     /// <summary>A name for reports, fault records and the stall watchdog.</summary>

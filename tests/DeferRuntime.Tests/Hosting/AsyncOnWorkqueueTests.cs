@@ -86,4 +86,17 @@ public sealed class AsyncOnWorkqueueTests
         wq.Flush();
         Assert.All(seen, n => Assert.Equal(1, n));
     }
+
+    [Fact]
+    public void The_hosting_extension_class_still_queues_pooled_work_through_the_core()
+    {
+        using var runtime = TestRuntime.Boot(1);
+        var wq = runtime.AllocWorkqueue("hosting-pooled-compat", WorkqueueFlags.Unbound);
+        int ran = 0;
+        WorkqueuePoolingExtensions.QueuePooled(wq, 1, n => Interlocked.Add(ref ran, n));
+        WorkqueuePoolingExtensions.QueuePooledOn(wq, 0, 2, n => Interlocked.Add(ref ran, n));
+        wq.Flush();
+        Assert.Equal(3, ran);
+        Assert.Equal(Workqueue.MaxPooledPerStateType, WorkqueuePoolingExtensions.MaxRetainedPerStateType);
+    }
 }
