@@ -15,7 +15,7 @@ public sealed partial class Runtime
     /// where a woken thread may wait a scheduler slice or two (a few ms) for its core. A thread that has not
     /// exited by then is left behind and reported, so this is most of what shutdown may overrun its bound by.
     /// </summary>
-    internal static readonly TimeSpan ExitGrace = TimeSpan.FromMilliseconds(20);
+    internal static readonly TimeSpan ExitGrace = TimeSpan.FromMilliseconds(15);
 
     /// <summary>
     /// Orderly shutdown: refuses new requests from threads of no CPU, runs everything accepted (pending
@@ -79,16 +79,17 @@ public sealed partial class Runtime
     /// <paramref name="timeout"/>. Once it has passed (or the token fired) with work still pending or a
     /// thread still running, the runtime gives up: waits on its threads (a contended spinlock past its
     /// spinning phase, a synchronous IPI, tasklet_kill, flushes) throw <see cref="ObjectDisposedException"/>
-    /// instead of waiting for a thread that may never return, every thread gets 20 ms more to exit, and
-    /// those that did not (a hard-IRQ handler, softirq, tasklet or work item that never returns) are left
-    /// behind, as the background threads they are, and listed in
+    /// instead of waiting for a thread that may never return, no callback starts any more, every thread
+    /// gets 15 ms more to exit, and those that did not (a hard-IRQ handler, softirq, tasklet or work item
+    /// that never returns) are left behind, as the background threads they are, and listed in
     /// <see cref="RuntimeShutdownReport.StuckThreads"/> with what they run.</para>
-    /// <para>Measured on the 2-vCPU development VM, with a hard-IRQ handler, a tasklet or a work item stuck
-    /// on CPU 0, 20 runs of Shutdown(250 ms) each after a first one: it returned 20.4 to 31 ms after the
-    /// timeout, median 20.6 to 21.4 ms, i.e. those 20 ms and about one more. The first shutdown of a
-    /// process also compiles this path: 22 to 56 ms late in those runs. What no bound here covers is the
-    /// calling thread itself waiting for a CPU: on the same VM loaded by other test runs (load average
-    /// ~10), one run in ten was 45 to 250 ms late, lost before the drain's deadline check or a join's
+    /// <para>Measured on the 2-vCPU development VM (2026-12-08), a work item stuck on an ordered workqueue
+    /// with 100 items behind it, 20 runs of Shutdown(250 ms) each after a first one: it returned 16.1 to
+    /// 25.4 ms after the timeout, median 17.4 ms (ShutdownAsync: 17.4 to 24.4, median 18.1), i.e. those
+    /// 15 ms and about two more; every run listed the 100 as not started and the stuck one as still
+    /// running. The first shutdown of a process also compiles this path (tens of ms more). What no bound
+    /// here covers is the calling thread itself waiting for a CPU: on the same VM loaded by other test runs
+    /// (load average ~10), one run in ten was 45 to 250 ms late, lost before the drain's deadline check or a join's
     /// wake-up got to run.</para>
     /// </remarks>
     public RuntimeShutdownReport Shutdown(TimeSpan timeout, CancellationToken cancellationToken = default)
