@@ -32,7 +32,7 @@ internal static partial class Log
     [LoggerMessage(16, LogLevel.Warning, "{Dropped} DeferRuntime report(s) were dropped: more than {Capacity} waited to be logged")]
     public static partial void ReportsDropped(ILogger logger, long dropped, int capacity);
 
-    [LoggerMessage(20, LogLevel.Information, "DeferRuntime stopping: freeing IRQ lines, then draining bottom halves and workqueues (bound {TimeoutSeconds} s, or the host's shutdown timeout)")]
+    [LoggerMessage(20, LogLevel.Information, "DeferRuntime stopping: draining bottom halves and workqueues, then freeing the IRQ lines left requested (bound {TimeoutSeconds} s, or the host's shutdown timeout)")]
     public static partial void Stopping(ILogger logger, double timeoutSeconds);
 
     [LoggerMessage(27, LogLevel.Warning, "DeferRuntime shutdown left {State} {Kind} '{Name}' (workqueue {Workqueue}, CPU {Cpu}, thread {Thread})")]
