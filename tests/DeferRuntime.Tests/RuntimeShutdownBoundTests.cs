@@ -14,14 +14,16 @@ namespace DeferRuntime.Tests;
 /// </summary>
 public class RuntimeShutdownBoundTests
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(250);
-    private static readonly TimeSpan HangBound = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan Timeout = ShutdownTesting.Timeout;
+    private static readonly TimeSpan HangBound = ShutdownTesting.HangBound;
+
+    private static RuntimeShutdownReport ShutdownWithinBound(Runtime rt) => ShutdownTesting.ShutdownWithinBound(rt);
 
     [Fact]
     public void A_hard_irq_handler_that_never_returns_is_left_behind_and_named()
     {
         var rt = TestRuntime.Boot(2);
-        using var stuck = new Stuck();
+        using var stuck = new StuckCallback();
         int irq = rt.Irqs.AllocateIrq();
         rt.Irqs.IrqSetAffinity(irq, 0);
         rt.Irqs.RequestIrq(irq, (_, _) => { stuck.Spin(); return IrqReturn.Handled; }, IrqFlags.None, "spinner");
@@ -46,7 +48,7 @@ public class RuntimeShutdownBoundTests
     public void A_tasklet_that_spins_forever_is_left_behind_and_named()
     {
         var rt = TestRuntime.Boot(2);
-        using var stuck = new Stuck();
+        using var stuck = new StuckCallback();
         var tasklet = rt.CreateTasklet(_ => stuck.Spin(), "spinner");
         rt.OnCpu(0, tasklet.Schedule); // runs on CPU 0, on irq exit
         stuck.WaitEntered();
@@ -66,7 +68,7 @@ public class RuntimeShutdownBoundTests
     public void A_work_item_blocked_forever_is_left_behind_and_named()
     {
         var rt = TestRuntime.Boot(2);
-        using var stuck = new Stuck();
+        using var stuck = new StuckCallback();
         rt.SystemWq.QueueOn(0, new WorkStruct(_ => stuck.Block(), "blocked"));
         stuck.WaitEntered();
 
@@ -89,7 +91,7 @@ public class RuntimeShutdownBoundTests
     public void A_softirq_action_blocked_forever_is_left_behind_and_named_by_its_vector()
     {
         var rt = TestRuntime.Boot(2);
-        using var stuck = new Stuck();
+        using var stuck = new StuckCallback();
         rt.OpenSoftirq(SoftirqVector.NetRx, stuck.Block);
         rt.OnCpu(0, () => rt.RaiseSoftirq(SoftirqVector.NetRx));
         stuck.WaitEntered();
@@ -107,7 +109,7 @@ public class RuntimeShutdownBoundTests
     public void An_irq_thread_function_that_never_returns_is_left_behind_and_named()
     {
         var rt = TestRuntime.Boot(2);
-        using var stuck = new Stuck();
+        using var stuck = new StuckCallback();
         int irq = rt.Irqs.AllocateIrq();
         rt.Irqs.IrqSetAffinity(irq, 1);
         rt.Irqs.RequestThreadedIrq(irq, null, (_, _) => { stuck.Block(); return IrqReturn.Handled; }, IrqFlags.OneShot, "slow");
@@ -127,7 +129,7 @@ public class RuntimeShutdownBoundTests
     public void Dispose_returns_and_its_timeout_names_the_stuck_thread_and_what_it_runs()
     {
         var rt = TestRuntime.Boot(2, o => o.ShutdownTimeout = Timeout);
-        using var stuck = new Stuck();
+        using var stuck = new StuckCallback();
         rt.SmpCallFunctionSingle(0, stuck.Spin, wait: false);
         stuck.WaitEntered();
 
@@ -147,7 +149,7 @@ public class RuntimeShutdownBoundTests
     public void A_second_shutdown_returns_the_first_report_at_once()
     {
         var rt = TestRuntime.Boot(1);
-        using var stuck = new Stuck();
+        using var stuck = new StuckCallback();
         var tasklet = rt.CreateTasklet(_ => stuck.Spin(), "spinner");
         rt.OnCpu(0, tasklet.Schedule);
         stuck.WaitEntered();
@@ -164,7 +166,7 @@ public class RuntimeShutdownBoundTests
     public void A_spinlock_waiter_gives_up_once_shutdown_does_and_a_thread_of_no_cpu_keeps_its_place()
     {
         var rt = TestRuntime.Boot(2);
-        using var stuck = new Stuck();
+        using var stuck = new StuckCallback();
         // A lock taken in hard-IRQ context and by a thread of no CPU (which cannot disable interrupts) is
         // the irq-unsafe mix the validator reports; this test needs exactly that, so its lock is kept out
         // of the suite-wide validator.
@@ -225,7 +227,7 @@ public class RuntimeShutdownBoundTests
     public void During_the_drain_a_spinlock_waiter_keeps_waiting_and_gets_the_lock()
     {
         var rt = TestRuntime.Boot(2);
-        using var holder = new Stuck();
+        using var holder = new StuckCallback();
         var spin = new KernelSpinlock("shutdown.held-during-the-drain");
         rt.SmpCallFunctionSingle(0, () =>
         {
@@ -267,57 +269,4 @@ public class RuntimeShutdownBoundTests
     }
 
     /// <summary>Shutdown(250 ms) on a guarded thread; a shutdown still running after 5 s is a hang.</summary>
-    private static RuntimeShutdownReport ShutdownWithinBound(Runtime rt)
-    {
-        RuntimeShutdownReport? report = null;
-        var clock = Stopwatch.StartNew();
-        Guarded.Run(() => report = rt.Shutdown(Timeout), "shutdown");
-        Assert.True(clock.Elapsed < HangBound, $"Shutdown({Timeout.TotalMilliseconds} ms) took {clock.Elapsed}");
-        return report!;
-    }
-
-    /// <summary>
-    /// A callback that does not return until the test lets it go: spinning (a handler looping on a flag) or
-    /// blocked in the OS. Disposing lets it go and waits for it to return, so that no thread of the test
-    /// process spins on after the test.
-    /// </summary>
-    private sealed class Stuck : IDisposable
-    {
-        private readonly ManualResetEventSlim _gate = new();
-        private volatile bool _released;
-        private int _entered;
-        private int _returned;
-
-        public void Spin()
-        {
-            Interlocked.Increment(ref _entered);
-            while (!_released)
-            {
-                Thread.Yield();
-            }
-            Interlocked.Increment(ref _returned);
-        }
-
-        public void Block()
-        {
-            Interlocked.Increment(ref _entered);
-            _gate.Wait();
-            Interlocked.Increment(ref _returned);
-        }
-
-        public void WaitEntered() => Wait.Until(() => Volatile.Read(ref _entered) > 0, "the stuck callback to start");
-
-        public void Release()
-        {
-            _released = true;
-            _gate.Set();
-        }
-
-        public void Dispose()
-        {
-            Release();
-            Wait.Until(() => Volatile.Read(ref _returned) == Volatile.Read(ref _entered), "the stuck callback to return once released");
-            _gate.Dispose();
-        }
-    }
 }

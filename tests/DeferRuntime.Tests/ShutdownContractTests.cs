@@ -13,8 +13,8 @@ namespace DeferRuntime.Tests;
 /// </summary>
 public class ShutdownContractTests
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(250);
-    private static readonly TimeSpan HangBound = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan Timeout = ShutdownTesting.Timeout;
+    private static readonly TimeSpan HangBound = ShutdownTesting.HangBound;
     private static readonly int Iterations = Environment.GetEnvironmentVariable("DEFER_STRESS") == "1" ? 40 : 4;
 
     [Fact]
@@ -42,7 +42,7 @@ public class ShutdownContractTests
                 rt.SystemWq.Queue(w);
             }
 
-            var report = ShutdownWithinBound(rt);
+            var report = ShutdownTesting.ShutdownWithinBound(rt);
             int startedAtReturn = stuck.Starts;
 
             Assert.False(report.Completed);
@@ -94,7 +94,7 @@ public class ShutdownContractTests
                 }
             });
 
-            var report = ShutdownWithinBound(rt);
+            var report = ShutdownTesting.ShutdownWithinBound(rt);
 
             Assert.Equal(0, stuck.Starts);
             var running = Assert.Single(report.StillRunning);
@@ -178,66 +178,6 @@ public class ShutdownContractTests
         foreach (var e in expected)
         {
             Assert.Equal(1, listed.Count(o => ReferenceEquals(o, e)));
-        }
-    }
-
-    private static RuntimeShutdownReport ShutdownWithinBound(Runtime rt)
-    {
-        RuntimeShutdownReport? report = null;
-        var clock = Stopwatch.StartNew();
-        Guarded.Run(() => report = rt.Shutdown(Timeout), "shutdown");
-        Assert.True(clock.Elapsed < HangBound, $"Shutdown({Timeout.TotalMilliseconds} ms) took {clock.Elapsed}");
-        return report!;
-    }
-
-    /// <summary>
-    /// A callback that does not return until released (spinning, or blocked in the OS), and a count of the
-    /// starts of the callbacks queued behind it. Release waits for the stuck callback's thread to end, so
-    /// that whatever it would still start has had its chance.
-    /// </summary>
-    private sealed class StuckCallback : IDisposable
-    {
-        private readonly ManualResetEventSlim _gate = new();
-        private volatile bool _released;
-        private int _entered;
-        private int _starts;
-        private Thread? _thread;
-
-        public int Starts => Volatile.Read(ref _starts);
-
-        public void CountStart() => Interlocked.Increment(ref _starts);
-
-        public void Spin()
-        {
-            _thread = Thread.CurrentThread;
-            Interlocked.Increment(ref _entered);
-            while (!_released)
-            {
-                Thread.Yield();
-            }
-        }
-
-        public void Block()
-        {
-            _thread = Thread.CurrentThread;
-            Interlocked.Increment(ref _entered);
-            _gate.Wait();
-        }
-
-        public void WaitEntered() => Wait.Until(() => Volatile.Read(ref _entered) > 0, "the stuck callback to start");
-
-        public void ReleaseAndJoinItsThread()
-        {
-            _released = true;
-            _gate.Set();
-            Assert.True(_thread!.Join(Wait.Ceiling), $"{_thread.Name} did not exit once its stuck callback returned");
-        }
-
-        public void Dispose()
-        {
-            _released = true;
-            _gate.Set();
-            _gate.Dispose();
         }
     }
 }
