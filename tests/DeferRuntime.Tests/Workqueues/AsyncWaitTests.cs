@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
+using DeferRuntime.Diagnostics;
 using DeferRuntime.Locking;
 using DeferRuntime.Workqueues;
 
@@ -610,6 +611,33 @@ public class AsyncWaitTests
         finally
         {
             gate.CompleteAll(); // let the stuck worker go
+        }
+    }
+
+    [Fact]
+    public void A_panic_fails_the_awaiting_tasks_as_it_fails_the_sleeping_waits()
+    {
+        var rt = TestRuntime.Boot(2, o => o.PanicOnOops = true);
+        var gate = new Completion();
+        var started = new StrongBox<int>();
+        var item = WqTest.Blocker(gate, started, "blocked");
+        try
+        {
+            Assert.True(rt.SystemWq.QueueOn(0, item));
+            Wait.Until(() => started.Value == 1, "the item to start");
+            var flushWork = item.FlushWorkAsync();
+            Assert.False(flushWork.IsCompleted);
+            var fatal = rt.CreateTasklet(_ => throw new InvalidOperationException("BUG"), "fatal");
+            fatal.Schedule();
+            Settle(flushWork, "FlushWorkAsync across a panic");
+            Assert.True(flushWork.IsFaulted);
+            Assert.IsType<KernelPanicException>(flushWork.Exception!.InnerException);
+            Assert.Equal(0, rt.Wq.AsyncWaiterCount);
+        }
+        finally
+        {
+            gate.CompleteAll();
+            rt.Dispose();
         }
     }
 
