@@ -425,17 +425,25 @@ public class AsyncWaitTests
             }
         }
         using var go = new ManualResetEventSlim();
+        int producersDone = 0;
         var threads = Enumerable.Range(0, producers).Select(p => Guarded.Start(() =>
         {
-            go.Wait();
-            for (int i = 0; i < perProducer; i++)
+            try
             {
-                Assert.True(wq.Queue(items[p][i]));
-                Volatile.Write(ref queuedUpTo[p], i + 1);
-                if ((i & 63) == 0)
+                go.Wait();
+                for (int i = 0; i < perProducer; i++)
                 {
-                    Thread.Yield();
+                    Assert.True(wq.Queue(items[p][i]));
+                    Volatile.Write(ref queuedUpTo[p], i + 1);
+                    if ((i & 63) == 0)
+                    {
+                        Thread.Yield();
+                    }
                 }
+            }
+            finally
+            {
+                Interlocked.Increment(ref producersDone); // a producer that failed ends the loop too (Join rethrows)
             }
         }, $"producer{p}")).ToList();
 
@@ -465,14 +473,21 @@ public class AsyncWaitTests
             }
             return sum;
         }
-        while (QueuedSoFar() < producers * perProducer || flushes.Count == 0)
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int issued = 0;
+        while (Volatile.Read(ref producersDone) < producers || issued == 0)
         {
+            if (clock.Elapsed > Wait.Ceiling)
+            {
+                throw new TimeoutException($"hang: producers queued {QueuedSoFar()} of {producers * perProducer} items in {Wait.Ceiling.TotalSeconds} s");
+            }
             var before = new int[producers];
             for (int p = 0; p < producers; p++)
             {
                 before[p] = Volatile.Read(ref queuedUpTo[p]);
             }
             flushes.Enqueue((wq.FlushAsync(), before));
+            issued++;
             // Check the oldest flushes once they complete, while the producers keep queueing.
             while (flushes.Count > 8 || (flushes.Count > 0 && flushes.Peek().Flush.IsCompleted))
             {
