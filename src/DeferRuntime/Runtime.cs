@@ -417,17 +417,20 @@ public sealed partial class Runtime : IDisposable, IAsyncDisposable
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowDead(string caller)
+    private void ThrowDead(string caller) => throw DeadException(caller);
+
+    /// <summary>What <see cref="ThrowIfDead"/> throws, for awaited waits that fail their task with it instead.</summary>
+    internal Exception DeadException(string caller)
     {
         if (_panic is { } panic)
         {
-            throw new KernelPanicException(panic.Fault);
+            return new KernelPanicException(panic.Fault);
         }
         if (IsStopped)
         {
-            throw new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime has stopped; what it waits for will never run.");
+            return new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime has stopped; what it waits for will never run.");
         }
-        throw new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime's shutdown gave up waiting (its deadline passed); what this waits for may never run.");
+        return new ObjectDisposedException(nameof(Runtime), $"{caller}: the runtime's shutdown gave up waiting (its deadline passed); what this waits for may never run.");
     }
 
     /// <summary>Requests from an application thread still bound after shutdown (its binding leaked) are refused.</summary>
@@ -469,6 +472,8 @@ public sealed partial class Runtime : IDisposable, IAsyncDisposable
             {
                 c.Kick();
             }
+            // Awaited flushes and cancels give up as the sleeping ones do (ThrowIfDead).
+            Wq.WakeAsyncWaitersOnDeath();
         }
     }
 

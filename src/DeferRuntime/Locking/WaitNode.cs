@@ -22,6 +22,7 @@ internal sealed class WaitNode
     public bool Reader; // L: rwsem read waiter
     public volatile bool Granted; // set by the waker under the list lock, read by the waiter
     public volatile bool Woken; // set by the waker: at least one wake since the node was queued
+    public long Ticket; // L: arrival order on a list that also holds async waiters (Completion), else unused
 
     private WaitNode(LockThreadState owner) => Owner = owner;
 

@@ -104,6 +104,15 @@ public class DelayedWork : WorkStruct
     public bool CancelDelayedWorkSync() => CancelCore(sync: true, "cancel_delayed_work_sync()", SyncEntry("cancel_delayed_work_sync()"));
 
     /// <summary>
+    /// cancel_delayed_work_sync(), awaited: stops the timer or takes the item off its queue at the call,
+    /// then completes (true if it was pending) once no instance runs, as <see cref="CancelDelayedWorkSync"/>
+    /// returns, holding no thread meanwhile. Context rules and cancellation as
+    /// <see cref="WorkStruct.CancelWorkSyncAsync"/>: cancelling the token cancels only the waiting.
+    /// </summary>
+    public Task<bool> CancelDelayedWorkSyncAsync(CancellationToken cancellationToken = default) =>
+        CancelSyncAsync("cancel_delayed_work_sync()", SyncEntry("cancel_delayed_work_sync()"), cancellationToken);
+
+    /// <summary>
     /// disable_delayed_work() (Linux 6.10+): stops the timer or takes the item off its queue, and keeps it
     /// from being queued or armed until <see cref="EnableDelayedWork"/>; as <see cref="WorkStruct.DisableWork"/>.
     /// Returns true if it was pending. Callable from any context.
@@ -138,5 +147,27 @@ public class DelayedWork : WorkStruct
             TargetWq!.QueueOwnedFromAnyThread(TargetCpu, this, "flush_delayed_work()");
         }
         return FlushCore("flush_delayed_work()");
+    }
+
+    /// <summary>
+    /// flush_delayed_work(), awaited: if the timer is armed, queues the item now (the delay is cut short)
+    /// at the call, then completes once that instance has run, as <see cref="FlushDelayedWork"/> returns:
+    /// true if it waited for one, false (already complete) if there was nothing to wait for. Context
+    /// rules and cancellation as <see cref="WorkStruct.FlushWorkAsync"/>.
+    /// </summary>
+    /// <remarks>
+    /// The one wait that happens on the calling thread is the kernel's: del_timer_sync() of a timer whose
+    /// callback runs right now, which only queues this item (microseconds), so that the flush finds the
+    /// instance queued. The wait for the work itself holds no thread.
+    /// </remarks>
+    public Task<bool> FlushDelayedWorkAsync(CancellationToken cancellationToken = default)
+    {
+        MightSleep.Check("flush_delayed_work()");
+        ThrowIfSelf("flush_delayed_work()");
+        if (StopTimer(waitForCallback: true))
+        {
+            TargetWq!.QueueOwnedFromAnyThread(TargetCpu, this, "flush_delayed_work()");
+        }
+        return FlushCoreAsync("flush_delayed_work()", cancellationToken);
     }
 }

@@ -115,14 +115,30 @@ public class WorkStruct
 
     internal bool FlushCore(string caller)
     {
-        var owner = Volatile.Read(ref Owner);
+        if (!FlushTarget(caller, out var owner, out long target))
+        {
+            return false;
+        }
+        owner.WaitFor(caller, (Work: this, Target: target), static s => s.Work.IsFlushed(s.Target));
+        return true;
+    }
+
+    /// <summary>
+    /// start_flush_work(): the instance a flush now waits for (its SEQ), or false if there is none to
+    /// wait for (never queued, idle, or only a timer-held instance with nothing running). Checks the
+    /// ordered-workqueue deadlock when there is one.
+    /// </summary>
+    private bool FlushTarget(string caller, out WorkqueueSubsystem owner, out long target)
+    {
+        owner = Volatile.Read(ref Owner)!;
+        target = 0;
         if (owner is null)
         {
             return false; // never queued
         }
         // One read: SEQ and TIMER of the same instance.
         long state = Volatile.Read(ref State);
-        long target = state >> SeqShift;
+        target = state >> SeqShift;
         if ((state & TimerHeld) != 0)
         {
             // flush_work() of a delayed item whose timer holds the pending instance (armed, or about to be:
@@ -140,7 +156,47 @@ public class WorkStruct
             return false;
         }
         ThrowIfOrderedDeadlock(caller);
-        owner.WaitFor(caller, (Work: this, Target: target), static s => s.Work.IsFlushed(s.Target));
+        return true;
+    }
+
+    /// <summary>
+    /// flush_work(), awaited: completes once the instance queued before the call (if any) has finished
+    /// running, exactly what <see cref="FlushWork"/> waits for (the instance is picked at the call; later
+    /// re-queues are not waited for), with true if there was one to wait for and false if the item was
+    /// idle (then the task is already complete). Holds no thread meanwhile. The context rules are
+    /// <see cref="FlushWork"/>'s, checked at the call, which throws: refused in atomic context, from the
+    /// item's own function, and from an item of an ordered workqueue that it is queued behind.
+    /// </summary>
+    /// <remarks>
+    /// <paramref name="cancellationToken"/> cancels the wait only (the task becomes Canceled; the item
+    /// is not touched). If the runtime shuts down meanwhile, the task completes once shutdown's drain has
+    /// run the instance, or faults with <see cref="ObjectDisposedException"/> if it never will.
+    /// </remarks>
+    public Task<bool> FlushWorkAsync(CancellationToken cancellationToken = default)
+    {
+        MightSleep.Check("flush_work()");
+        ThrowIfSelf("flush_work()");
+        return FlushCoreAsync("flush_work()", cancellationToken);
+    }
+
+    internal Task<bool> FlushCoreAsync(string caller, CancellationToken cancellation)
+    {
+        if (!FlushTarget(caller, out var owner, out long target))
+        {
+            return s_false;
+        }
+        return ThenTrue(owner.WaitForAsync(caller, (Work: this, Target: target), static s => s.Work.IsFlushed(s.Target), cancellation));
+    }
+
+    private static readonly Task<bool> s_false = Task.FromResult(false);
+    private static readonly Task<bool> s_true = Task.FromResult(true);
+
+    /// <summary>The flush's answer once its wait is over: true, it waited.</summary>
+    private static Task<bool> ThenTrue(Task wait) => wait.IsCompletedSuccessfully ? s_true : AwaitThenTrue(wait);
+
+    private static async Task<bool> AwaitThenTrue(Task wait)
+    {
+        await wait.ConfigureAwait(false);
         return true;
     }
 
@@ -269,6 +325,86 @@ public class WorkStruct
     /// 6.10+. Refused from hard IRQ for a bh item, in any atomic context for others, and from the item itself.
     /// </summary>
     public bool CancelWorkSync() => CancelCore(sync: true, "cancel_work_sync()", SyncEntry("cancel_work_sync()"));
+
+    /// <summary>
+    /// cancel_work_sync(), awaited: at the call, as <see cref="CancelWorkSync"/> does, disables the item
+    /// for the wait and takes back a pending instance; the task then completes, with true if it was
+    /// pending, once no instance runs any more, and the item is enabled again. Holds no thread while an
+    /// instance runs (not even the busy-wait the sync call does for a bh item in atomic context). The
+    /// context rules are <see cref="CancelWorkSync"/>'s, checked at the call, which throws.
+    /// </summary>
+    /// <remarks>
+    /// <para>Cancelling <paramref name="cancellationToken"/> cancels the waiting, not the cancel: the
+    /// pending instance was already taken back at the call and stays cancelled (the answer "was it
+    /// pending" is lost with the Canceled task), the cancel's own disable is undone, so the item may be
+    /// queued again, and an instance that was running at the call may still be running. That is the state
+    /// cancel_work() leaves.</para>
+    /// <para>If the runtime shuts down meanwhile, the task completes once the running instance returns,
+    /// or faults with <see cref="ObjectDisposedException"/> if shutdown stopped the workers while it still
+    /// ran; either way the item is enabled again.</para>
+    /// </remarks>
+    public Task<bool> CancelWorkSyncAsync(CancellationToken cancellationToken = default) =>
+        CancelSyncAsync("cancel_work_sync()", SyncEntry("cancel_work_sync()"), cancellationToken);
+
+    /// <summary>
+    /// <see cref="CancelCore"/> with sync, awaited: the disable, the grab and the context re-check happen
+    /// at the call; only the wait for the running instance is a task, and the disable is undone when it ends.
+    /// </summary>
+    private protected Task<bool> CancelSyncAsync(string caller, bool atomic, CancellationToken cancellation)
+    {
+        Interlocked.Increment(ref DisableCount);
+        bool handedOver = false;
+        try
+        {
+            int grabbed = GrabPendingWaiting();
+            ReleasePending();
+            if (atomic && RunsOutsideBh())
+            {
+                // As CancelCore: the run to wait for is not a bh one, which the kernel refuses here.
+                MightSleep.Check(caller); // throws: the caller is atomic
+            }
+            var result = grabbed == 1 ? s_true : s_false;
+            var owner = Volatile.Read(ref Owner);
+            if (owner is null || IsIdleNow())
+            {
+                return result;
+            }
+            Interlocked.Increment(ref SyncCancelers);
+            Task wait;
+            try
+            {
+                wait = owner.WaitForAsync(caller, this, static w => w.IsIdleNow(), cancellation);
+            }
+            catch
+            {
+                Interlocked.Decrement(ref SyncCancelers);
+                throw;
+            }
+            handedOver = true;
+            return FinishCancelAsync(wait, result, caller);
+        }
+        finally
+        {
+            if (!handedOver)
+            {
+                UndoOwnDisable(caller);
+            }
+        }
+    }
+
+    private async Task<bool> FinishCancelAsync(Task wait, Task<bool> result, string caller)
+    {
+        try
+        {
+            await wait.ConfigureAwait(false);
+            return result.Result;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref SyncCancelers);
+            UndoOwnDisable(caller);
+        }
+    }
 
     /// <summary>work_is_disabled-style check: <see cref="DisableWork"/> calls outnumber <see cref="EnableWork"/> calls, so queueing it does nothing.</summary>
     public bool IsDisabled => Volatile.Read(ref DisableCount) != 0;

@@ -631,45 +631,134 @@ public sealed partial class Workqueue : IDisposable
     private void FlushCore()
     {
         long mine;
-        while (true)
+        while (!TryTakeFlushColor(out mine))
         {
-            lock (_flushLock)
-            {
-                // WORK_NR_COLORS - 1 colors may be waiting to drain besides the current one.
-                if (_workColorSeq - Volatile.Read(ref _flushedSeq) < PoolWorkqueue.WorkColors - 1)
-                {
-                    mine = _workColorSeq++;
-                    int next = (int)(_workColorSeq % PoolWorkqueue.WorkColors);
-                    foreach (var pwq in Pwqs)
-                    {
-                        pwq.Pool.Lock();
-                        pwq.Pool.SpliceIncoming(); // queued before the flip: the old color
-                        pwq.WorkColor = next;
-                        pwq.Pool.Unlock();
-                    }
-                    break;
-                }
-            }
-            _sub.WaitFor("flush_workqueue()", this, static wq => wq.ColorRingHasRoom());
+            _sub.WaitFor("flush_workqueue()", this, static wq => wq.ColorRingMayHaveRoom());
         }
-
         _sub.WaitFor("flush_workqueue()", (Wq: this, Mine: mine), static s => s.Wq.ColorsDrained(s.Mine));
+        RetireDrainedColors();
+    }
+
+    /// <summary>
+    /// flush_workqueue()'s color flip: the current color becomes the caller's to wait for (items queued
+    /// before the flip, those pushed without the lock included, have it) and new items get the next one.
+    /// False if the ring is full (WORK_NR_COLORS - 1 colors waiting to drain besides the current one);
+    /// drained colors are retired first, since a flush whose wait was cancelled leaves its color behind.
+    /// </summary>
+    private bool TryTakeFlushColor(out long mine)
+    {
         lock (_flushLock)
         {
-            // Whoever sees the oldest colors drained retires them, so a slow flusher cannot hold up the ring.
-            while (_flushedSeq < _workColorSeq && ColorDrained(_flushedSeq))
+            if (_workColorSeq - _flushedSeq >= PoolWorkqueue.WorkColors - 1)
             {
-                Volatile.Write(ref _flushedSeq, _flushedSeq + 1);
+                RetireDrainedColorsLocked();
             }
+            if (_workColorSeq - _flushedSeq < PoolWorkqueue.WorkColors - 1)
+            {
+                mine = _workColorSeq++;
+                int next = (int)(_workColorSeq % PoolWorkqueue.WorkColors);
+                foreach (var pwq in Pwqs)
+                {
+                    pwq.Pool.Lock();
+                    pwq.Pool.SpliceIncoming(); // queued before the flip: the old color
+                    pwq.WorkColor = next;
+                    pwq.Pool.Unlock();
+                }
+                return true;
+            }
+        }
+        mine = 0;
+        return false;
+    }
+
+    /// <summary>After a flush's wait (done or given up): retires the oldest colors that have drained, and wakes waiters for the ring.</summary>
+    private void RetireDrainedColors()
+    {
+        lock (_flushLock)
+        {
+            RetireDrainedColorsLocked();
         }
         _sub.NotifyWaiters();
     }
 
-    private bool ColorRingHasRoom()
+    private void RetireDrainedColorsLocked()
     {
-        lock (_flushLock)
+        // Whoever sees the oldest colors drained retires them, so a slow flusher cannot hold up the ring.
+        while (_flushedSeq < _workColorSeq && ColorDrained(_flushedSeq))
         {
-            return _workColorSeq - _flushedSeq < PoolWorkqueue.WorkColors - 1;
+            Volatile.Write(ref _flushedSeq, _flushedSeq + 1);
+        }
+    }
+
+    /// <summary>The ring has room, or its oldest color has drained (a retire makes room). Lock-free: a wake-up hint, re-checked under the lock.</summary>
+    private bool ColorRingMayHaveRoom()
+    {
+        long flushed = Volatile.Read(ref _flushedSeq);
+        return Volatile.Read(ref _workColorSeq) - flushed < PoolWorkqueue.WorkColors - 1 || ColorDrained(flushed);
+    }
+
+    /// <summary>
+    /// flush_workqueue(), awaited: completes once every item queued on this workqueue before the call
+    /// has finished, exactly as <see cref="Flush"/> waits (the call takes its flush color at once, so
+    /// items queued after it returns the task are not waited for), but holds no thread meanwhile: the
+    /// task is completed from the runtime's completion path. The context rules are <see cref="Flush"/>'s
+    /// and are checked at the call, which throws: refused in atomic context (the kernel's might_sleep())
+    /// and from this workqueue's own items (the flush would wait for the item that calls it), and
+    /// <see cref="ObjectDisposedException"/> once destroyed.
+    /// </summary>
+    /// <remarks>
+    /// <para><paramref name="cancellationToken"/> cancels the wait only: the task becomes Canceled and
+    /// the waiter is gone; the items are not touched, and the flush color taken at the call simply
+    /// drains (a later flush retires it). With nothing queued before the call the task is already
+    /// complete, whatever the token. If the runtime shuts down meanwhile, the task completes when the
+    /// shutdown's drain has run the items, or faults with <see cref="ObjectDisposedException"/> if
+    /// shutdown stopped the workers with an item still unfinished.</para>
+    /// </remarks>
+    public Task FlushAsync(CancellationToken cancellationToken = default)
+    {
+        MightSleep.Check("flush_workqueue()");
+        ThrowIfOwnItem("flush_workqueue()");
+        ThrowIfDestroyed("flush_workqueue()");
+        return FlushCoreAsync("flush_workqueue()", cancellationToken);
+    }
+
+    private Task FlushCoreAsync(string caller, CancellationToken cancellation)
+    {
+        // The flip on the caller's thread, so "queued before the call" means before the call returned.
+        if (!TryTakeFlushColor(out long mine))
+        {
+            return FlushWhenRingHasRoomAsync(caller, cancellation);
+        }
+        var wait = _sub.WaitForAsync(caller, (Wq: this, Mine: mine), static s => s.Wq.ColorsDrained(s.Mine), cancellation);
+        if (wait.IsCompletedSuccessfully)
+        {
+            RetireDrainedColors();
+            return wait;
+        }
+        return RetireAfterAsync(wait);
+    }
+
+    /// <summary>A full color ring (15 flushes outstanding): the rare case, where the wait for room comes first.</summary>
+    private async Task FlushWhenRingHasRoomAsync(string caller, CancellationToken cancellation)
+    {
+        long mine;
+        while (!TryTakeFlushColor(out mine))
+        {
+            await _sub.WaitForAsync(caller, this, static wq => wq.ColorRingMayHaveRoom(), cancellation).ConfigureAwait(false);
+        }
+        await RetireAfterAsync(_sub.WaitForAsync(caller, (Wq: this, Mine: mine), static s => s.Wq.ColorsDrained(s.Mine), cancellation)).ConfigureAwait(false);
+    }
+
+    private async Task RetireAfterAsync(Task wait)
+    {
+        try
+        {
+            await wait.ConfigureAwait(false);
+        }
+        finally
+        {
+            // Cancelled or faulted too: what has drained is retired, as a finished flush would.
+            RetireDrainedColors();
         }
     }
 
@@ -709,6 +798,51 @@ public sealed partial class Workqueue : IDisposable
         ThrowIfOwnItem("drain_workqueue()");
         ThrowIfDestroyed("drain_workqueue()");
         DrainCore(destroy: false);
+    }
+
+    /// <summary>
+    /// drain_workqueue(), awaited: flushes (as <see cref="FlushAsync"/>) until nothing is in flight, as
+    /// <see cref="Drain"/> does, holding no thread meanwhile. From the call until the task completes only
+    /// this workqueue's own items may queue on it (chained work); queueing from anywhere else is refused
+    /// with an exception, as during <see cref="Drain"/>. The context rules are <see cref="Drain"/>'s,
+    /// checked at the call, which throws.
+    /// </summary>
+    /// <remarks>
+    /// <paramref name="cancellationToken"/> cancels the wait: the task becomes Canceled and the drain
+    /// ends there (queueing from outside is accepted again); what was queued keeps running. Shutdown
+    /// meanwhile: as <see cref="FlushAsync"/>.
+    /// </remarks>
+    public Task DrainAsync(CancellationToken cancellationToken = default)
+    {
+        MightSleep.Check("drain_workqueue()");
+        ThrowIfOwnItem("drain_workqueue()");
+        ThrowIfDestroyed("drain_workqueue()");
+        return DrainCoreAsync(cancellationToken);
+    }
+
+    private async Task DrainCoreAsync(CancellationToken cancellation)
+    {
+        // Before the first await, so on the caller's thread: draining from the call on, as Drain().
+        Interlocked.Increment(ref _drainers);
+        try
+        {
+            for (int flushes = 1; ; flushes++)
+            {
+                await FlushCoreAsync("drain_workqueue()", cancellation).ConfigureAwait(false);
+                if (IsEmpty())
+                {
+                    break;
+                }
+                if (flushes == 10 || flushes % 100 == 0)
+                {
+                    _runtime.ReportWarning(-1, $"workqueue '{Name}'", $"drain_workqueue(): workqueue '{Name}' isn't complete after {flushes} tries (its items keep queueing more)");
+                }
+            }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _drainers);
+        }
     }
 
     private void DrainCore(bool destroy)

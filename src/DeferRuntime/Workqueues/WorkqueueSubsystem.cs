@@ -286,6 +286,11 @@ internal sealed partial class WorkqueueSubsystem
         if (Volatile.Read(ref _waiting) != 0)
         {
             _waiters.WakeUpAll();
+            // Async waiters (WorkqueueSubsystem.Async.cs) are counted in _waiting too: only then is this read.
+            if (Volatile.Read(ref _asyncWaiting) != 0)
+            {
+                ScheduleAsyncScan();
+            }
         }
     }
 
@@ -578,6 +583,8 @@ internal sealed partial class WorkqueueSubsystem
             }
         }
         Volatile.Write(ref _stopped, 1);
+        // Awaited flushes and cancels: what holds now completes them; the rest never will.
+        CloseAsyncWaiters();
     }
 
     /// <summary>Threads of this subsystem the calling thread might be (Dispose from one of them is refused).</summary>
