@@ -14,10 +14,9 @@ namespace DeferRuntime.Cli.Storm;
 /// </summary>
 internal static class StormCommand
 {
-    // Exit codes: 0 every run passed; 1 an event was lost, an identity failed or a fault went unreported;
-    // 2 bad command line.
-    public const int ExitFailed = 1;
-    public const int ExitUsage = 2;
+    // Exit codes: see ExitCodes (0 passed, 1 a check failed, 2 usage, 3 an output not written, 130 interrupted).
+    public const int ExitFailed = ExitCodes.CheckFailed;
+    public const int ExitUsage = ExitCodes.Usage;
 
     private static readonly string PathNames = string.Join(", ", StormPathKinds.All.Select(k => k.CliName()));
 
@@ -60,11 +59,17 @@ internal static class StormCommand
             preset, cpus, duration, warmup, rate, rates, arrival, burst, paths, idle, pin, noPin, priorities, cpuNice, ksoftirqdNice,
             letKsoftirqd, work, watchdog, faults, seed, drain, json, csv, plot, compare, noProgress, brief,
         };
+        var outputOptions = new StormOutputs.Options();
+        foreach (var option in outputOptions.All)
+        {
+            command.Add(option);
+        }
         command.SetAction(parse =>
         {
             var console = CliApp.Console;
             StormSettings settings;
             (string Key, string A, string B)? comparison = null;
+            StormOutputs outputs;
             try
             {
                 if (parse.GetValue(pin) && parse.GetValue(noPin))
@@ -75,11 +80,7 @@ internal static class StormCommand
                 var p = StormPresets.Get(presetName);
                 var faultPlan = FaultPlan.Parse(parse.GetValue(faults) ?? []);
                 var pathList = StormPresets.ParsePaths(parse.GetValue(paths) is { Length: > 0 } given ? given : ["all"]);
-                double perPath = parse.GetValue(rate) ?? p.Rate;
-                if (!double.IsFinite(perPath) || perPath <= 0)
-                {
-                    throw new FormatException("--rate must be positive");
-                }
+                double perPath = CliLimits.Rate(parse.GetValue(rate) ?? p.Rate, "--rate");
                 var rateTable = StormPathKinds.All.ToDictionary(k => k, _ => perPath);
                 foreach (var (kind, r) in StormPresets.ParseRates(parse.GetValue(rates) ?? []))
                 {
@@ -88,7 +89,7 @@ internal static class StormCommand
                 settings = new StormSettings
                 {
                     Preset = presetName,
-                    Cpus = Positive(parse.GetValue(cpus) ?? Environment.ProcessorCount, "--cpus", 1024),
+                    Cpus = CliLimits.Cpus(parse.GetValue(cpus) ?? Math.Min(Environment.ProcessorCount, CliLimits.MaxCpus), "--cpus"),
                     Duration = Seconds(parse.GetValue(duration) ?? p.Duration.TotalSeconds, "--duration", allowZero: false),
                     Warmup = Seconds(parse.GetValue(warmup) ?? p.Warmup.TotalSeconds, "--warmup", allowZero: true),
                     Rates = rateTable,
@@ -117,22 +118,24 @@ internal static class StormCommand
                     _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.A);
                     _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.B);
                 }
+                // Every output path before the storm: a typo costs nothing.
+                outputs = outputOptions.Get(parse, parse.GetValue(json), parse.GetValue(csv), parse.GetValue(plot));
+                outputs.Check();
             }
-            catch (Exception e) when (e is FormatException or ArgumentException)
+            catch (Exception e) when (e is FormatException or ArgumentException or CliUsageException)
             {
-                console.MarkupLine($"[red]error:[/] {Markup.Escape(e.Message)}");
-                return ExitUsage;
+                return CliApp.UsageError(e.Message, "storm");
             }
 
-            return Execute(console, settings, comparison, parse.GetValue(json), parse.GetValue(csv), parse.GetValue(plot),
-                progress: !parse.GetValue(noProgress), full: !parse.GetValue(brief));
+            return Execute(console, settings, comparison, outputs, progress: !parse.GetValue(noProgress), full: !parse.GetValue(brief));
         });
         return command;
     }
 
     private static int Execute(IAnsiConsole console, StormSettings settings, (string Key, string A, string B)? comparison,
-        string? json, string? csv, string? plotDir, bool progress, bool full)
+        StormOutputs outputs, bool progress, bool full)
     {
+        using var intervals = outputs.CreateIntervalLog();
         var startedAt = DateTimeOffset.UtcNow;
         var runs = new List<StormRunResult>();
         var sets = comparison is { } c
@@ -141,7 +144,7 @@ internal static class StormCommand
         foreach (var (label, s) in sets)
         {
             console.MarkupLine(Markup.Escape($"deferrt storm{(label == "storm" ? "" : " [" + label + "]")}: {StormRunner.Describe(s)}; paths {string.Join(",", s.Paths.Select(p => p.CliName()))}, {s.TotalRate:N0} events/s in all"));
-            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress));
+            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress), intervals);
             ConsoleReport.Render(console, run, full && comparison is null);
             runs.Add(run);
         }
@@ -153,21 +156,8 @@ internal static class StormCommand
             CompareReport.Render(console, compared);
         }
         int exit = runs.All(r => r.Passed) ? 0 : ExitFailed;
-        if (json is not null)
-        {
-            FileReports.WriteJson(json, new StormDocument(StormDocument.CurrentSchemaVersion, "storm", comparison is null ? "single" : "compare", startedAt, exit, runs, compared));
-            console.MarkupLine(Markup.Escape($"wrote {json}"));
-        }
-        if (csv is not null)
-        {
-            FileReports.WriteCsv(csv, runs);
-            console.MarkupLine(Markup.Escape($"wrote {csv}"));
-        }
-        if (plotDir is not null)
-        {
-            int files = runs.Sum(r => PlotReport.Write(plotDir, r).Count);
-            console.MarkupLine(Markup.Escape($"wrote {files} PNGs to {plotDir}"));
-        }
+        var document = new StormDocument(StormDocument.CurrentSchemaVersion, "storm", comparison is null ? "single" : "compare", startedAt, exit, runs, compared);
+        exit = outputs.Write(console, CliApp.Error, exit, document, intervals);
         return exit;
     }
 
@@ -206,7 +196,7 @@ internal static class StormCompare
             "pin" => s with { Pin = OnOff(key, value) },
             "priorities" => s with { Priorities = Enum.TryParse<PriorityPolicy>(v, ignoreCase: true, out var pr) && Enum.IsDefined(pr) ? pr : throw Bad(key, value, "none, nice, fifo") },
             "arrival" => s with { Arrival = Enum.TryParse<StormArrival>(v, ignoreCase: true, out var a) && Enum.IsDefined(a) ? a : throw Bad(key, value, "constant, poisson, bursty") },
-            "cpus" => s with { Cpus = int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n is >= 1 and <= 1024 ? n : throw Bad(key, value, "1 to 1024") },
+            "cpus" => s with { Cpus = int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int n) ? CliLimits.Cpus(n, "--compare cpus") : throw Bad(key, value, $"1 to {CliLimits.MaxCpus}") },
             "ksoftirqd-nice" => s with { KsoftirqdNice = int.TryParse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int nice) && nice is >= -20 and <= 19 ? nice : throw Bad(key, value, "-20 to 19") },
             "let-ksoftirqd" => s with { LetKsoftirqdDoItsJob = OnOff(key, value) },
             "work-us" => s with { Work = double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double us) && us >= 0 && double.IsFinite(us) ? TimeSpan.FromMicroseconds(us) : throw Bad(key, value, "0 or more µs") },

@@ -28,22 +28,26 @@ internal sealed class StormRunner
 
     private readonly StormSettings _s;
     private readonly StormProgress _progress;
+    private readonly IntervalLog? _intervals; // --histogram-log: sampled from the wait, never from a handler
+    private string _label = "storm";
     private readonly List<StormPath> _paths = [];
     private long _throwsReported; // A: InjectedFaultException records seen in the fault log
     private long _faultLogAtStart;
     private string? _deviceNiceError; // why the device threads did not get cpu/N's nice, or null
 
-    private StormRunner(StormSettings settings, StormProgress progress)
+    private StormRunner(StormSettings settings, StormProgress progress, IntervalLog? intervals)
     {
         _s = settings;
         _progress = progress;
+        _intervals = intervals;
     }
 
-    public static StormRunResult Run(StormSettings settings, string label, StormProgress progress) =>
-        new StormRunner(settings, progress).Run(label);
+    public static StormRunResult Run(StormSettings settings, string label, StormProgress progress, IntervalLog? intervals = null) =>
+        new StormRunner(settings, progress, intervals).Run(label);
 
     private StormRunResult Run(string label)
     {
+        _label = label;
         var options = new RuntimeOptions
         {
             CpuCount = _s.Cpus,
@@ -207,8 +211,18 @@ internal sealed class StormRunner
             var expected = _paths.ToDictionary(p => p, p => _s.Rates[p.Kind] * duration.TotalSeconds);
             var ceiling = Stopwatch.StartNew();
             var limit = duration + _s.DrainTimeout;
+            if (measured)
+            {
+                _intervals?.Begin(_label, _paths);
+            }
             _progress.Track(phase, _paths, expected, () =>
-                ((generator?.IsCompleted ?? true) && !(nic?.IsSending ?? false) && _paths.All(p => p.Drained)) || ceiling.Elapsed > limit);
+            {
+                if (measured)
+                {
+                    _intervals?.Tick();
+                }
+                return ((generator?.IsCompleted ?? true) && !(nic?.IsSending ?? false) && _paths.All(p => p.Drained)) || ceiling.Elapsed > limit;
+            });
 
             var faults = new FaultReports(irqNone?.Finish(FaultCeiling), selfRaising?.Finish(FaultCeiling), stuck?.Finish());
             // The faults may have held events back (a stalled pool, a CPU owned by ksoftirqd): wait again.
@@ -220,6 +234,10 @@ internal sealed class StormRunner
             if (measured && _paths.All(p => p.Drained))
             {
                 Settle(runtime);
+            }
+            if (measured)
+            {
+                _intervals?.Finish();
             }
             if (generator is not null && !generator.IsCompleted)
             {

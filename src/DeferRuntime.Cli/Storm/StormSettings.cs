@@ -59,9 +59,9 @@ internal static class StormPresets
         {
             int eq = spec.IndexOf('=', StringComparison.Ordinal);
             if (eq <= 0 || !StormPathKinds.TryParse(spec[..eq], out var kind) ||
-                !double.TryParse(spec[(eq + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out double rate) || !double.IsFinite(rate) || rate <= 0)
+                !double.TryParse(spec[(eq + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out double rate) || !double.IsFinite(rate) || rate <= 0 || rate > CliLimits.MaxRate)
             {
-                throw new FormatException($"--rates {spec}: expected path=events-per-second with a path of {string.Join(", ", StormPathKinds.All.Select(k => k.CliName()))} and a positive rate");
+                throw new FormatException($"--rates {spec}: expected path=events-per-second with a path of {string.Join(", ", StormPathKinds.All.Select(k => k.CliName()))} and a rate more than 0 and at most {CliLimits.MaxRate.ToString("N0", CultureInfo.InvariantCulture)}");
             }
             rates[kind] = rate;
         }

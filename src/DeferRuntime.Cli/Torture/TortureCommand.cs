@@ -45,29 +45,39 @@ internal static class TortureCommand
             try
             {
                 faultPlan = FaultPlan.Parse(parse.GetValue(faults) ?? []);
+                int every = parse.GetValue(faultEvery);
+                if (every < 0)
+                {
+                    throw new CliUsageException($"--fault-every {every}: must be 0 (off) or more");
+                }
                 options = new TortureOptions
                 {
                     LockTypes = SplitList(parse.GetValue(types), "all"),
                     Suites = ParseSuites(SplitList(parse.GetValue(suites), "all")),
-                    CpuCount = parse.GetValue(cpus) ?? Environment.ProcessorCount,
-                    Writers = parse.GetValue(writers),
-                    Readers = parse.GetValue(readers),
+                    CpuCount = CliLimits.Cpus(parse.GetValue(cpus) ?? Math.Min(Environment.ProcessorCount, CliLimits.MaxCpus), "--cpus"),
+                    Writers = parse.GetValue(writers) is { } w && (w < 1 || w > 4096) ? throw new CliUsageException($"--writers {w}: must be 1 to 4096") : parse.GetValue(writers),
+                    Readers = parse.GetValue(readers) is { } r && (r < 0 || r > 4096) ? throw new CliUsageException($"--readers {r}: must be 0 to 4096") : parse.GetValue(readers),
                     Duration = Seconds(parse.GetValue(duration), "--duration"),
                     Stutter = Millis(parse.GetValue(stutter), "--stutter-ms"),
                     ShuffleInterval = Millis(parse.GetValue(shuffle), "--shuffle-ms"),
                     LongHold = Millis(parse.GetValue(longHold), "--long-hold-ms"),
-                    LongHoldProbability = parse.GetValue(longHoldP),
+                    LongHoldProbability = parse.GetValue(longHoldP) is var lp && lp is >= 0 and <= 1 ? lp : throw new CliUsageException($"--long-hold-probability {lp.ToString(CultureInfo.InvariantCulture)}: must be 0 to 1"),
                     Seed = parse.GetValue(seed),
                     Busted = parse.GetValue(busted),
-                    FaultEvery = parse.GetValue(faultEvery) is > 0 and var every ? every : checked((int)faultPlan.ThrowEvery),
+                    FaultEvery = every > 0 ? every : checked((int)faultPlan.ThrowEvery),
                     Pinning = !parse.GetValue(noPin),
                 };
                 options.Validate();
+                if (parse.GetValue(json) is { } jsonFile)
+                {
+                    OutputPaths.CheckFile("--json", jsonFile);
+                }
             }
-            catch (Exception e) when (e is FormatException or ArgumentException)
+            catch (Exception e) when (e is FormatException or ArgumentException or CliUsageException)
             {
-                console.WriteLine($"error: {e.Message}");
-                return StormCommand.ExitUsage;
+                // ArgumentException appends " (Parameter 'Name')": the option's own words are enough.
+                string message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
+                return CliApp.UsageError(message, "torture");
             }
 
             // Progress: one line per test as it starts (the report follows at the end), so a long run
@@ -84,12 +94,22 @@ internal static class TortureCommand
             console.Write(new Text(report.Render()));
             console.WriteLine();
             bool faultsHeld = FaultTorture.Run(faultPlan, options.CpuCount, console);
+            int exit = report.Passed && faultsHeld ? ExitCodes.Passed : ExitCodes.CheckFailed;
             if (parse.GetValue(json) is { } jsonPath)
             {
-                File.WriteAllText(jsonPath, report.ToJson());
-                console.WriteLine($"JSON report: {jsonPath}");
+                try
+                {
+                    Storm.Report.FileReports.CreateDirectoryOf(jsonPath);
+                    File.WriteAllText(jsonPath, report.ToJson());
+                    console.WriteLine($"JSON report: {jsonPath}");
+                }
+                catch (Exception e) when (OutputPaths.IsIo(e))
+                {
+                    CliApp.Error.WriteLine($"error: --json {jsonPath}: could not write: {e.Message}");
+                    return exit == ExitCodes.Passed ? ExitCodes.OutputFailed : exit;
+                }
             }
-            return report.Passed && faultsHeld ? 0 : StormCommand.ExitFailed;
+            return exit;
         });
         return command;
     }

@@ -87,10 +87,20 @@ internal sealed class StageHistograms
     public LongHistogram Merge(LatencyStage stage)
     {
         var merged = new LongHistogram(1, HighestNs, 3);
+        MergeInto(stage, merged);
+        return merged;
+    }
+
+    /// <summary>
+    /// Resets <paramref name="target"/> (of the same range) to one stage over all CPUs, without allocating.
+    /// During the storm the writers still run: each bucket is read once, at some moment (counts only grow).
+    /// </summary>
+    public void MergeInto(LatencyStage stage, LongHistogram target)
+    {
+        target.Reset();
         foreach (var h in _byStage[(int)stage])
         {
-            merged.Add(h);
+            target.Add(h);
         }
-        return merged;
     }
 }

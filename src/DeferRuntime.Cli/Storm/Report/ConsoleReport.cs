@@ -13,7 +13,9 @@ internal static class ConsoleReport
     {
         var m = run.Machine;
         var o = run.Options;
-        console.Write(new Rule($"[bold]storm: {Markup.Escape(run.Label)}[/]").LeftJustified());
+        // The header names the preset (and, under --compare, the option set of this run).
+        string label = run.Label == "storm" ? "" : $" [[{Markup.Escape(run.Label)}]]";
+        console.Write(new Rule($"[bold]storm{label}: preset {Markup.Escape(o.Preset)}[/]").LeftJustified());
         console.MarkupLine(Markup.Escape(string.Create(Inv,
             $"machine: {m.HostName}, {m.Os}, {m.Framework}, {m.Architecture}, {m.ProcessorCount} processors; virtual CPUs on cores [{string.Join(",", m.CpuCores)}]")));
         console.MarkupLine(Markup.Escape(string.Create(Inv,
@@ -75,15 +77,11 @@ internal static class ConsoleReport
         }
     }
 
+    // The three main tables split, the key column repeated, when the console is narrower than they are (80 columns).
     private static void RenderAccounting(IAnsiConsole console, StormRunResult run)
     {
-        var table = new Table().Border(TableBorder.Simple).Title("every event accounted");
-        table.AddColumn("path");
-        table.AddColumn("bottom half");
-        foreach (string c in new[] { "irq", "rate/s", "generated", "delivered", "coalesced", "latched", "irq runs", "handled", "lost", "ev/batch", "handled/s", "faults" })
-        {
-            table.AddColumn(new TableColumn(c).RightAligned());
-        }
+        var table = new SplitTable("every event accounted", keyColumns: 1).Column("path", right: false).Column("bottom half", right: false)
+            .Columns("irq", "rate/s", "generated", "delivered", "coalesced", "latched", "irq runs", "handled", "lost", "ev/batch", "handled/s", "faults");
         foreach (var p in run.Paths)
         {
             table.AddRow(p.Name, Markup.Escape(p.BottomHalf), N(p.Irq), N(p.RequestedRate), N(p.Generated), N(p.Delivered), N(p.Coalesced), N(p.Latched),
@@ -92,42 +90,34 @@ internal static class ConsoleReport
         }
         var t = run.Totals;
         table.AddRow("[bold]total[/]", "", "", "", N(t.Generated), "", "", "", "", N(t.Handled), t.Lost == 0 ? "0" : $"[red bold]{t.Lost:N0}[/]", "", "", N(t.InjectedFaults));
-        console.Write(table);
+        table.Write(console);
     }
 
     private static void RenderLatency(IAnsiConsole console, StormRunResult run)
     {
-        var table = new Table().Border(TableBorder.Simple).Title("latency from assert, µs (HdrHistogram)");
-        table.AddColumn("path");
-        table.AddColumn("stage");
-        foreach (string c in new[] { "count", "p50", "p90", "p99", "p99.9", "max" })
-        {
-            table.AddColumn(new TableColumn(c).RightAligned());
-        }
+        var table = new SplitTable("latency from assert, µs (HdrHistogram)", keyColumns: 2).Column("path", right: false).Column("stage", right: false)
+            .Columns("count", "p50", "p90", "p99", "p99.9", "p99.99", "max");
         foreach (var p in run.Paths)
         {
             foreach (var (stage, s) in new[] { ("top half", p.TopHalf), ("bh start", p.BottomHalfStart), ("bh end", p.BottomHalfEnd) })
             {
-                table.AddRow(stage == "top half" ? p.Name : "", stage, N(s.Count), Us(s.P50Us), Us(s.P90Us), Us(s.P99Us), Us(s.P999Us), Us(s.MaxUs));
+                table.AddRow(stage == "top half" ? p.Name : "", stage, N(s.Count), Us(s.P50Us), Us(s.P90Us), Us(s.P99Us), Us(s.P999Us), Us(s.P9999Us), Us(s.MaxUs));
             }
         }
-        console.Write(table);
+        table.Write(console);
     }
 
     private static void RenderCpus(IAnsiConsole console, StormRunResult run)
     {
-        var table = new Table().Border(TableBorder.Simple).Title("per CPU during the storm (time in ms)");
-        foreach (string c in new[] { "cpu", "core", "hardirq entries", "ksoftirqd take-overs", "parks", "LOC", "hard-IRQ", "softirq", "ksoftirqd", "kworkers", "irq threads", "cpu/N thread" })
-        {
-            table.AddColumn(new TableColumn(c).RightAligned());
-        }
+        var table = new SplitTable("per CPU during the storm (time in ms)", keyColumns: 1)
+            .Columns("cpu", "core", "hardirq entries", "ksoftirqd take-overs", "parks", "LOC", "hard-IRQ", "softirq", "ksoftirqd", "kworkers", "irq threads", "cpu/N thread");
         foreach (var c in run.Cpus)
         {
             var t = c.Time;
             table.AddRow(N(c.Cpu), N(c.Core), N(c.HardirqEntries), N(c.KsoftirqdTakeovers), N(c.Parks), N(c.LocalTimerInterrupts),
                 Ms(t.HardIrqMs), Ms(t.SoftirqMs), Ms(t.KsoftirqdMs), Ms(t.WorkersMs), Ms(t.IrqThreadsMs), Ms(t.CpuThreadMs));
         }
-        console.Write(table);
+        table.Write(console);
         console.MarkupLine(Markup.Escape(string.Create(Inv,
             $"unbound kworkers: {Ms(run.UnboundWorkersCpuMs)} ms CPU. hard-IRQ and softirq are wall time inside them (irq time accounting); the rest is thread CPU time; cpu/N's includes its idle polling.")));
     }

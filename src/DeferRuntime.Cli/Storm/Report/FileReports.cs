@@ -29,9 +29,9 @@ internal static class FileReports
     [
         "run", "path", "irq", "requested_rate", "generated", "delivered", "coalesced", "latched", "irq_runs", "reraises", "handled", "lost",
         "batches", "events_per_batch", "throughput_per_s", "injected_faults",
-        "top_count", "top_p50_us", "top_p90_us", "top_p99_us", "top_p999_us", "top_max_us",
-        "start_count", "start_p50_us", "start_p90_us", "start_p99_us", "start_p999_us", "start_max_us",
-        "end_count", "end_p50_us", "end_p90_us", "end_p99_us", "end_p999_us", "end_max_us",
+        "top_count", "top_p50_us", "top_p90_us", "top_p99_us", "top_p999_us", "top_p9999_us", "top_max_us",
+        "start_count", "start_p50_us", "start_p90_us", "start_p99_us", "start_p999_us", "start_p9999_us", "start_max_us",
+        "end_count", "end_p50_us", "end_p90_us", "end_p99_us", "end_p999_us", "end_p9999_us", "end_max_us",
     ];
 
     public static void WriteCsv(string path, IReadOnlyList<StormRunResult> runs)
@@ -51,7 +51,7 @@ internal static class FileReports
                 }.Select(F));
                 foreach (var s in new[] { p.TopHalf, p.BottomHalfStart, p.BottomHalfEnd })
                 {
-                    cells.AddRange(new double[] { s.Count, s.P50Us, s.P90Us, s.P99Us, s.P999Us, s.MaxUs }.Select(F));
+                    cells.AddRange(new double[] { s.Count, s.P50Us, s.P90Us, s.P99Us, s.P999Us, s.P9999Us, s.MaxUs }.Select(F));
                 }
                 sb.AppendLine(string.Join(',', cells));
             }

@@ -112,5 +112,5 @@ internal static class PlotReport
         _ => $"{us:G3} µs",
     };
 
-    private static string Sanitize(string label) => string.Concat(label.Select(c => char.IsLetterOrDigit(c) || c == '-' ? c : '_'));
+    internal static string Sanitize(string label) => string.Concat(label.Select(c => char.IsLetterOrDigit(c) || c == '-' ? c : '_'));
 }

@@ -91,18 +91,18 @@ internal sealed record PathResult(
 }
 
 /// <summary>Latency percentiles of one stage, in µs (HdrHistogram, 3 significant digits).</summary>
-internal sealed record LatencyStats(long Count, double P50Us, double P90Us, double P99Us, double P999Us, double MaxUs, double MeanUs)
+internal sealed record LatencyStats(long Count, double P50Us, double P90Us, double P99Us, double P999Us, double P9999Us, double MaxUs, double MeanUs)
 {
     public static LatencyStats From(LongHistogram h)
     {
         if (h.TotalCount == 0)
         {
-            return new LatencyStats(0, 0, 0, 0, 0, 0, 0);
+            return new LatencyStats(0, 0, 0, 0, 0, 0, 0, 0);
         }
         static double Us(long ns) => ns / 1000.0;
         return new LatencyStats(
             h.TotalCount, Us(h.GetValueAtPercentile(50)), Us(h.GetValueAtPercentile(90)), Us(h.GetValueAtPercentile(99)),
-            Us(h.GetValueAtPercentile(99.9)), Us(h.GetMaxValue()), h.GetMean() / 1000.0);
+            Us(h.GetValueAtPercentile(99.9)), Us(h.GetValueAtPercentile(99.99)), Us(h.GetMaxValue()), h.GetMean() / 1000.0);
     }
 }
 
