@@ -18,6 +18,8 @@ internal static class StormCommand
     // 2 bad command line.
     public const int ExitFailed = 1;
     public const int ExitUsage = 2;
+    // 130 (128 + SIGINT): Ctrl-C or SIGTERM ended the storm; the report and files are complete.
+    public const int ExitInterrupted = 130;
 
     private static readonly string PathNames = string.Join(", ", StormPathKinds.All.Select(k => k.CliName()));
 
@@ -25,8 +27,9 @@ internal static class StormCommand
     {
         var preset = new Option<string>("--preset") { Description = "gentle (default): 2,000 events/s per path for 3 s; storm: 40,000/s Poisson for 5 s; overload: 400,000/s bursty for 5 s", DefaultValueFactory = _ => "gentle" };
         preset.AcceptOnlyFromAmong(StormPresets.Names);
-        var cpus = new Option<int?>("--cpus") { Description = "Virtual CPUs (default: the processor count)" };
-        var duration = new Option<double?>("--duration") { Description = "Seconds of measured storm (default: the preset's)" };
+        var cpus = new Option<int?>("--cpus") { Description = "Virtual CPUs (default: the processor count, less the device cores)" };
+        var deviceCores = new Option<string>("--device-cores") { Description = "Cores of the device threads (generator, NIC sender and device): auto (default: the last core, if there is one to spare), none (share the CPUs' cores) or a list (e.g. 3 or 2,3)", DefaultValueFactory = _ => DeviceCorePlan.Auto };
+        var duration = new Option<double?>("--duration") { Description = "Seconds of measured storm (default: the preset's; 0: until Ctrl-C)" };
         var warmup = new Option<double?>("--warmup") { Description = "Seconds of warm-up storm before it, not measured (default: the preset's; 0 for none)" };
         var rate = new Option<double?>("--rate") { Description = "Events per second per path (default: the preset's)" };
         var rates = new Option<string[]>("--rates") { Description = $"Per-path rates, path=N[,path=N] (paths: {PathNames})", AllowMultipleArgumentsPerToken = true };
@@ -57,7 +60,7 @@ internal static class StormCommand
 
         var command = new Command("storm", "Drive synthetic interrupt storms through a driver of each bottom-half kind (hard IRQ, tasklet, softirq, threaded IRQ, bound/unbound/BH workqueue, NAPI NIC on loopback UDP) and report latency, accounting, /proc tables, ksoftirqd, NAPI, CPU time and OS placement.")
         {
-            preset, cpus, duration, warmup, rate, rates, arrival, burst, paths, idle, pin, noPin, priorities, cpuNice, ksoftirqdNice,
+            preset, cpus, deviceCores, duration, warmup, rate, rates, arrival, burst, paths, idle, pin, noPin, priorities, cpuNice, ksoftirqdNice,
             letKsoftirqd, work, watchdog, faults, seed, drain, json, csv, plot, compare, noProgress, brief,
         };
         command.SetAction(parse =>
@@ -85,11 +88,13 @@ internal static class StormCommand
                 {
                     rateTable[kind] = r;
                 }
+                string devices = DeviceCorePlan.Parse(parse.GetValue(deviceCores));
                 settings = new StormSettings
                 {
                     Preset = presetName,
-                    Cpus = Positive(parse.GetValue(cpus) ?? Environment.ProcessorCount, "--cpus", 1024),
-                    Duration = Seconds(parse.GetValue(duration) ?? p.Duration.TotalSeconds, "--duration", allowZero: false),
+                    Cpus = Positive(parse.GetValue(cpus) ?? DeviceCorePlan.DefaultCpus(devices), "--cpus", 1024),
+                    DeviceCores = devices,
+                    Duration = Seconds(parse.GetValue(duration) ?? p.Duration.TotalSeconds, "--duration", allowZero: true),
                     Warmup = Seconds(parse.GetValue(warmup) ?? p.Warmup.TotalSeconds, "--warmup", allowZero: true),
                     Rates = rateTable,
                     Arrival = parse.GetValue(arrival) is { } a ? Enum.Parse<StormArrival>(a, ignoreCase: true) : p.Arrival,
@@ -113,6 +118,10 @@ internal static class StormCommand
                 }
                 if (parse.GetValue(compare) is { } spec)
                 {
+                    if (settings.RunsUntilStopped)
+                    {
+                        throw new FormatException("--duration 0 (until Ctrl-C) cannot be used with --compare");
+                    }
                     comparison = ParseCompare(spec);
                     _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.A);
                     _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.B);
@@ -135,27 +144,37 @@ internal static class StormCommand
     {
         var startedAt = DateTimeOffset.UtcNow;
         var runs = new List<StormRunResult>();
+        using var interrupt = StormInterrupt.Listen(Console.Error);
         var sets = comparison is { } c
             ? new[] { ($"{c.Key}={c.A}", StormCompare.Apply(settings, c.Key, c.A)), ($"{c.Key}={c.B}", StormCompare.Apply(settings, c.Key, c.B)) }
             : new[] { ("storm", settings) };
         foreach (var (label, s) in sets)
         {
             console.MarkupLine(Markup.Escape($"deferrt storm{(label == "storm" ? "" : " [" + label + "]")}: {StormRunner.Describe(s)}; paths {string.Join(",", s.Paths.Select(p => p.CliName()))}, {s.TotalRate:N0} events/s in all"));
-            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress));
+            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress), interrupt);
             ConsoleReport.Render(console, run, full && comparison is null);
             runs.Add(run);
+            if (interrupt.Requested)
+            {
+                break; // under --compare, B does not start
+            }
         }
+        bool interrupted = interrupt.Requested;
         ComparisonResult? compared = null;
-        if (comparison is { } cmp)
+        if (comparison is { } cmp && runs.Count == 2)
         {
             compared = CompareReport.Build(cmp.Key, runs[0], runs[1]);
             console.WriteLine();
             CompareReport.Render(console, compared);
         }
-        int exit = runs.All(r => r.Passed) ? 0 : ExitFailed;
+        int exit = interrupted ? ExitInterrupted : runs.All(r => r.Passed) ? 0 : ExitFailed;
+        if (interrupted)
+        {
+            console.MarkupLine(Markup.Escape($"interrupted: the storm ended early, drained and is reported in full over the time it ran{(runs.All(r => r.Passed) ? "" : "; a check FAILED (see above)")}; exit code {ExitInterrupted}"));
+        }
         if (json is not null)
         {
-            FileReports.WriteJson(json, new StormDocument(StormDocument.CurrentSchemaVersion, "storm", comparison is null ? "single" : "compare", startedAt, exit, runs, compared));
+            FileReports.WriteJson(json, new StormDocument(StormDocument.CurrentSchemaVersion, "storm", comparison is null ? "single" : "compare", startedAt, exit, runs, compared, interrupted));
             console.MarkupLine(Markup.Escape($"wrote {json}"));
         }
         if (csv is not null)
