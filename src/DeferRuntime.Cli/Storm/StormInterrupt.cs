@@ -5,7 +5,7 @@ namespace DeferRuntime.Cli.Storm;
 /// <summary>
 /// Ctrl-C (SIGINT) and SIGTERM during a storm: the first ends the storm — generation stops, the events
 /// already generated drain, the full report is printed and every requested file written (JSON
-/// <c>"interrupted": true</c>), exit code 130; a second SIGINT exits at once (the default action).
+/// <c>"interrupted": true</c>), exit code 130; a second signal exits at once (the default action).
 /// </summary>
 /// <remarks>
 /// One instance per command run, so in-process runs (the tests) do not share the flag; while it is
@@ -48,13 +48,13 @@ internal sealed class StormInterrupt : IDisposable
 
     private void Handle(PosixSignalContext context)
     {
-        if (Interlocked.Increment(ref _presses) == 1 || context.Signal == PosixSignal.SIGTERM)
+        if (Interlocked.Increment(ref _presses) == 1)
         {
             context.Cancel = true;
             _notice?.WriteLine($"{(context.Signal == PosixSignal.SIGINT ? "^C" : "SIGTERM")}: ending the storm; the events generated drain, then the full report (Ctrl-C again to exit at once)");
             return;
         }
-        // The second Ctrl-C: the default action, the process ends now.
+        // The second signal: the default action, the process ends now.
     }
 
     public void Dispose()

@@ -514,5 +514,5 @@ internal sealed class StormRunner
 
     /// <summary>A short label of the settings, for the report header.</summary>
     public static string Describe(StormSettings s) => string.Create(CultureInfo.InvariantCulture,
-        $"preset {s.Preset}: {s.Cpus} CPUs, device cores {s.DeviceCores}, {(s.RunsUntilStopped ? "until Ctrl-C" : $"{s.Duration.TotalSeconds:0.##} s")} (+{s.Warmup.TotalSeconds:0.##} s warm-up), {s.Arrival.ToString().ToLowerInvariant()} arrivals, idle {s.IdlePolicy.ToString().ToLowerInvariant()}, pinning {(s.Pin ? "on" : "off")}, priorities {s.Priorities.ToString().ToLowerInvariant()}");
+        $"preset {s.Preset}: {s.Cpus} CPUs, {(s.RunsUntilStopped ? "until Ctrl-C" : $"{s.Duration.TotalSeconds:0.##} s")} (+{s.Warmup.TotalSeconds:0.##} s warm-up), {s.Arrival.ToString().ToLowerInvariant()} arrivals, idle {s.IdlePolicy.ToString().ToLowerInvariant()}, pinning {(s.Pin ? "on" : "off")}, priorities {s.Priorities.ToString().ToLowerInvariant()}");
 }
