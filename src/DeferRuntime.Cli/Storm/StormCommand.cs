@@ -17,6 +17,8 @@ internal static class StormCommand
     // Exit codes: see ExitCodes (0 passed, 1 a check failed, 2 usage, 3 an output not written, 130 interrupted).
     public const int ExitFailed = ExitCodes.CheckFailed;
     public const int ExitUsage = ExitCodes.Usage;
+    // 130 (128 + SIGINT): Ctrl-C or SIGTERM ended the storm; the report and files are complete.
+    public const int ExitInterrupted = ExitCodes.Interrupted;
 
     private static readonly string PathNames = string.Join(", ", StormPathKinds.All.Select(k => k.CliName()));
 
@@ -24,8 +26,9 @@ internal static class StormCommand
     {
         var preset = new Option<string>("--preset") { Description = "gentle (default): 2,000 events/s per path for 3 s; storm: 40,000/s Poisson for 5 s; overload: 400,000/s bursty for 5 s", DefaultValueFactory = _ => "gentle" };
         preset.AcceptOnlyFromAmong(StormPresets.Names);
-        var cpus = new Option<int?>("--cpus") { Description = "Virtual CPUs (default: the processor count)" };
-        var duration = new Option<double?>("--duration") { Description = "Seconds of measured storm (default: the preset's)" };
+        var cpus = new Option<int?>("--cpus") { Description = "Virtual CPUs (default: the processor count, less the device cores)" };
+        var deviceCores = new Option<string>("--device-cores") { Description = "Cores of the device threads (generator, NIC sender and device): auto (default: the last core, if there is one to spare), none (share the CPUs' cores) or a list (e.g. 3 or 2,3)", DefaultValueFactory = _ => DeviceCorePlan.Auto };
+        var duration = new Option<double?>("--duration") { Description = "Seconds of measured storm (default: the preset's; 0: until Ctrl-C)" };
         var warmup = new Option<double?>("--warmup") { Description = "Seconds of warm-up storm before it, not measured (default: the preset's; 0 for none)" };
         var rate = new Option<double?>("--rate") { Description = "Events per second per path (default: the preset's)" };
         var rates = new Option<string[]>("--rates") { Description = $"Per-path rates, path=N[,path=N] (paths: {PathNames})", AllowMultipleArgumentsPerToken = true };
@@ -47,7 +50,7 @@ internal static class StormCommand
         var faults = new Option<string[]>("--fault") { Description = $"Inject a fault (repeatable): {FaultPlan.Help}", AllowMultipleArgumentsPerToken = true };
         var seed = new Option<int>("--seed") { Description = "Seed of Poisson arrivals (default 1)", DefaultValueFactory = _ => 1 };
         var drain = new Option<double>("--drain-timeout") { Description = "Seconds to wait after generation for every event to be handled; what is left is lost (default 30)", DefaultValueFactory = _ => 30 };
-        var json = new Option<string?>("--json") { Description = "Write the report as JSON (schemaVersion 1) to this file" };
+        var json = new Option<string?>("--json") { Description = "Write the report as JSON (schemaVersion 2) to this file" };
         var csv = new Option<string?>("--csv") { Description = "Write one CSV row per path (and run) to this file" };
         var plot = new Option<string?>("--plot") { Description = "Write PNG latency CDFs and histograms per path into this directory" };
         var compare = new Option<string?>("--compare") { Description = "Run the storm twice and print B/A ratios: key=A,B with key idle, pin, priorities, arrival, cpus, ksoftirqd-nice, let-ksoftirqd, work-us (e.g. idle=poll,halt)" };
@@ -56,7 +59,7 @@ internal static class StormCommand
 
         var command = new Command("storm", "Drive synthetic interrupt storms through a driver of each bottom-half kind (hard IRQ, tasklet, softirq, threaded IRQ, bound/unbound/BH workqueue, NAPI NIC on loopback UDP) and report latency, accounting, /proc tables, ksoftirqd, NAPI, CPU time and OS placement.")
         {
-            preset, cpus, duration, warmup, rate, rates, arrival, burst, paths, idle, pin, noPin, priorities, cpuNice, ksoftirqdNice,
+            preset, cpus, deviceCores, duration, warmup, rate, rates, arrival, burst, paths, idle, pin, noPin, priorities, cpuNice, ksoftirqdNice,
             letKsoftirqd, work, watchdog, faults, seed, drain, json, csv, plot, compare, noProgress, brief,
         };
         var outputOptions = new StormOutputs.Options();
@@ -86,11 +89,13 @@ internal static class StormCommand
                 {
                     rateTable[kind] = r;
                 }
+                string devices = DeviceCorePlan.Parse(parse.GetValue(deviceCores));
                 settings = new StormSettings
                 {
                     Preset = presetName,
-                    Cpus = CliLimits.Cpus(parse.GetValue(cpus) ?? Math.Min(Environment.ProcessorCount, CliLimits.MaxCpus), "--cpus"),
-                    Duration = Seconds(parse.GetValue(duration) ?? p.Duration.TotalSeconds, "--duration", allowZero: false),
+                    Cpus = CliLimits.Cpus(parse.GetValue(cpus) ?? Math.Min(DeviceCorePlan.DefaultCpus(devices), CliLimits.MaxCpus), "--cpus"),
+                    DeviceCores = devices,
+                    Duration = Seconds(parse.GetValue(duration) ?? p.Duration.TotalSeconds, "--duration", allowZero: true),
                     Warmup = Seconds(parse.GetValue(warmup) ?? p.Warmup.TotalSeconds, "--warmup", allowZero: true),
                     Rates = rateTable,
                     Arrival = parse.GetValue(arrival) is { } a ? Enum.Parse<StormArrival>(a, ignoreCase: true) : p.Arrival,
@@ -114,6 +119,10 @@ internal static class StormCommand
                 }
                 if (parse.GetValue(compare) is { } spec)
                 {
+                    if (settings.RunsUntilStopped)
+                    {
+                        throw new FormatException("--duration 0 (until Ctrl-C) cannot be used with --compare");
+                    }
                     comparison = ParseCompare(spec);
                     _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.A);
                     _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.B);
@@ -138,25 +147,35 @@ internal static class StormCommand
         using var intervals = outputs.CreateIntervalLog();
         var startedAt = DateTimeOffset.UtcNow;
         var runs = new List<StormRunResult>();
+        using var interrupt = StormInterrupt.Listen(Console.Error);
         var sets = comparison is { } c
             ? new[] { ($"{c.Key}={c.A}", StormCompare.Apply(settings, c.Key, c.A)), ($"{c.Key}={c.B}", StormCompare.Apply(settings, c.Key, c.B)) }
             : new[] { ("storm", settings) };
         foreach (var (label, s) in sets)
         {
             console.MarkupLine(Markup.Escape($"deferrt storm{(label == "storm" ? "" : " [" + label + "]")}: {StormRunner.Describe(s)}; paths {string.Join(",", s.Paths.Select(p => p.CliName()))}, {s.TotalRate:N0} events/s in all"));
-            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress), intervals);
+            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress), intervals, interrupt);
             ConsoleReport.Render(console, run, full && comparison is null);
             runs.Add(run);
+            if (interrupt.Requested)
+            {
+                break; // under --compare, B does not start
+            }
         }
+        bool interrupted = interrupt.Requested;
         ComparisonResult? compared = null;
-        if (comparison is { } cmp)
+        if (comparison is { } cmp && runs.Count == 2)
         {
             compared = CompareReport.Build(cmp.Key, runs[0], runs[1]);
             console.WriteLine();
             CompareReport.Render(console, compared);
         }
-        int exit = runs.All(r => r.Passed) ? 0 : ExitFailed;
-        var document = new StormDocument(StormDocument.CurrentSchemaVersion, "storm", comparison is null ? "single" : "compare", startedAt, exit, runs, compared);
+        int exit = interrupted ? ExitInterrupted : runs.All(r => r.Passed) ? 0 : ExitFailed;
+        if (interrupted)
+        {
+            console.MarkupLine(Markup.Escape($"interrupted: the storm ended early, drained and is reported in full over the time it ran{(runs.All(r => r.Passed) ? "" : "; a check FAILED (see above)")}; exit code {ExitInterrupted}"));
+        }
+        var document = new StormDocument(StormDocument.CurrentSchemaVersion, "storm", comparison is null ? "single" : "compare", startedAt, exit, runs, compared, interrupted);
         exit = outputs.Write(console, CliApp.Error, exit, document, intervals);
         return exit;
     }

@@ -26,24 +26,36 @@ internal sealed class StormRunner
     private const int HandoffCapacity = 1 << 16;
     private static readonly TimeSpan FaultCeiling = TimeSpan.FromSeconds(30);
 
+    // --duration 0: a storm this long is one that runs until interrupted.
+    private static readonly TimeSpan UntilStopped = TimeSpan.FromDays(365);
+
     private readonly StormSettings _s;
     private readonly StormProgress _progress;
     private readonly IntervalLog? _intervals; // --histogram-log: sampled from the wait, never from a handler
     private string _label = "storm";
+    private readonly StormInterrupt _interrupt;
+    private readonly DeviceCorePlan _plan;
+    private bool _interrupted; // the measured storm was ended by the interrupt
     private readonly List<StormPath> _paths = [];
     private long _throwsReported; // A: InjectedFaultException records seen in the fault log
     private long _faultLogAtStart;
     private string? _deviceNiceError; // why the device threads did not get cpu/N's nice, or null
 
-    private StormRunner(StormSettings settings, StormProgress progress, IntervalLog? intervals)
+    private StormRunner(StormSettings settings, StormProgress progress, IntervalLog? intervals, StormInterrupt? interrupt)
     {
         _s = settings;
         _progress = progress;
         _intervals = intervals;
+        _interrupt = interrupt ?? StormInterrupt.Manual();
+        _plan = DeviceCorePlan.Resolve(settings.DeviceCores, settings.Cpus);
     }
 
-    public static StormRunResult Run(StormSettings settings, string label, StormProgress progress, IntervalLog? intervals = null) =>
-        new StormRunner(settings, progress, intervals).Run(label);
+    /// <summary>
+    /// Runs the storm; <paramref name="intervals"/> (--histogram-log) is sampled at each progress tick;
+    /// <paramref name="interrupt"/>, once requested, ends it early (drained and reported in full).
+    /// </summary>
+    public static StormRunResult Run(StormSettings settings, string label, StormProgress progress, IntervalLog? intervals = null, StormInterrupt? interrupt = null) =>
+        new StormRunner(settings, progress, intervals, interrupt).Run(label);
 
     private StormRunResult Run(string label)
     {
@@ -62,7 +74,8 @@ internal sealed class StormRunner
             // The stuck-work fault blocks where the pool must not see it (see StuckWorkFault).
             WorkqueueDetectBlockedOutside = !_s.Faults.StuckWork,
         };
-        var runtime = Runtime.Boot(options);
+        // The CPUs go on the cores the devices leave them (see DeviceCorePlan).
+        var runtime = _plan.BootOnCpuCores(() => Runtime.Boot(options));
         SpuriousLineFault? irqNone = null;
         SelfRaisingSoftirqFault? selfRaising = null;
         StuckWorkFault? stuck = null;
@@ -77,7 +90,7 @@ internal sealed class StormRunner
                     Interlocked.Increment(ref _throwsReported);
                 }
             };
-            var context = new PathContext(runtime, (long)(_s.Work.TotalSeconds * Stopwatch.Frequency), _s.Faults.ThrowEvery, HandoffCapacity);
+            var context = new PathContext(runtime, (long)(_s.Work.TotalSeconds * Stopwatch.Frequency), _s.Faults.ThrowEvery, HandoffCapacity, _plan.DeviceCores);
             foreach (var kind in _s.Paths)
             {
                 _paths.Add(kind switch
@@ -115,7 +128,7 @@ internal sealed class StormRunner
                 stuck = new StuckWorkFault(runtime, wq, FaultCeiling);
             }
 
-            if (_s.Warmup > TimeSpan.Zero)
+            if (_s.Warmup > TimeSpan.Zero && !_interrupt.Requested)
             {
                 // Tiered JIT and first workers: the measured storm starts with every handler compiled
                 // and every pool populated. Its events count nowhere but /proc.
@@ -139,7 +152,7 @@ internal sealed class StormRunner
             _faultLogAtStart = runtime.Faults.Count;
             long allocatedBefore = GC.GetTotalAllocatedBytes(precise: false);
 
-            var (storm, faultReports) = RunPhase(runtime, "storm", _s.Duration, _s.Seed, measured: true, problems, irqNone, selfRaising, stuck);
+            var (storm, faultReports) = RunPhase(runtime, "storm", _s.RunsUntilStopped ? UntilStopped : _s.Duration, _s.Seed, measured: true, problems, irqNone, selfRaising, stuck);
 
             var gc = new GcInfo(GC.CollectionCount(0) - gen0, GC.CollectionCount(1) - gen1, GC.CollectionCount(2) - gen2,
                 (GC.GetTotalPauseDuration() - pause).TotalMilliseconds, GC.GetTotalAllocatedBytes(precise: false) - allocatedBefore);
@@ -163,7 +176,7 @@ internal sealed class StormRunner
                 problems.Add($"runtime shutdown: {e.Message}");
             }
         }
-        return result! with { Passed = problems.Count == 0, Problems = problems };
+        return result! with { Passed = problems.Count == 0, Problems = problems, Interrupted = _interrupted };
     }
 
     private sealed record FaultReports(SpuriousReport? IrqNone, SelfRaisingReport? SelfRaising, StuckWorkReport? Stuck);
@@ -183,6 +196,9 @@ internal sealed class StormRunner
                 Lines = lines.Select(p => new StormLine(p.Irq, _s.Rates[p.Kind]) { Arrival = _s.Arrival, BurstLength = _s.BurstLength }).ToList(),
                 Duration = duration,
                 Seed = seed,
+                DeviceCores = _plan.DeviceCores,
+                StallAfterEvents = measured ? _s.GeneratorStallAfterEvents : 0,
+                StallFor = _s.GeneratorStall,
             });
             for (int i = 0; i < lines.Count; i++)
             {
@@ -208,18 +224,28 @@ internal sealed class StormRunner
                 stuck?.Start();
             }
 
-            var expected = _paths.ToDictionary(p => p, p => _s.Rates[p.Kind] * duration.TotalSeconds);
+            var expected = _paths.ToDictionary(p => p, p => duration == UntilStopped ? 1 : _s.Rates[p.Kind] * duration.TotalSeconds);
             var ceiling = Stopwatch.StartNew();
             var limit = duration + _s.DrainTimeout;
             if (measured)
             {
                 _intervals?.Begin(_label, _paths);
             }
+            bool stopped = false;
             _progress.Track(phase, _paths, expected, () =>
             {
                 if (measured)
                 {
                     _intervals?.Tick();
+                }
+                if (!stopped && _interrupt.Requested)
+                {
+                    // Ctrl-C: generation ends now; what was generated drains (within the drain timeout from here).
+                    stopped = true;
+                    _interrupted |= measured;
+                    generator?.Stop();
+                    nic?.StopSending();
+                    limit = ceiling.Elapsed + _s.DrainTimeout;
                 }
                 return ((generator?.IsCompleted ?? true) && !(nic?.IsSending ?? false) && _paths.All(p => p.Drained)) || ceiling.Elapsed > limit;
             });
@@ -384,12 +410,20 @@ internal sealed class StormRunner
             long lost = generated - handled;
             identities.Add(Identity($"{path.Name}: generated = handled + lost, lost = 0", lost == 0, $"{generated:N0} = {handled:N0} + {lost:N0}"));
             var hists = new[] { path.Latency.Merge(LatencyStage.TopHalf), path.Latency.Merge(LatencyStage.BottomHalfStart), path.Latency.Merge(LatencyStage.BottomHalfEnd) };
+            long unordered = path.Latency.Unordered(LatencyStage.TopHalf) + path.Latency.Unordered(LatencyStage.BottomHalfStart) + path.Latency.Unordered(LatencyStage.BottomHalfEnd);
             paths.Add(new PathResult(
                 path.Name, path.Kind.Describe(), path.Irq, _s.Rates[path.Kind], generated, delivered, coalesced, latched, runs, reraises,
                 handled, lost, path.Batches, path.Batches == 0 ? 0 : (double)handled / path.Batches,
                 pathElapsed > 0 ? handled / pathElapsed : 0, path.InjectedFaults,
                 LatencyStats.From(hists[0]), LatencyStats.From(hists[1]), LatencyStats.From(hists[2]))
-            { Histograms = hists });
+            {
+                Histograms = hists,
+                TopHalfFromAssert = LatencyStats.From(path.Latency.Merge(LatencyStage.TopHalf, fromAssert: true)),
+                BottomHalfStartFromAssert = LatencyStats.From(path.Latency.Merge(LatencyStage.BottomHalfStart, fromAssert: true)),
+                BottomHalfEndFromAssert = LatencyStats.From(path.Latency.Merge(LatencyStage.BottomHalfEnd, fromAssert: true)),
+                GeneratorLag = LatencyStats.From(path.Latency.MergeGeneratorLag()),
+                UnorderedSamples = unordered,
+            });
             if (lost != 0)
             {
                 problems.Add($"path {path.Name}: {lost:N0} of {generated:N0} events LOST (not handled within the drain timeout)");
@@ -444,11 +478,30 @@ internal sealed class StormRunner
         var generator = storm is null
             ? new GeneratorInfo(0, 0, 0, false, 0, 0, 0, null, 0, 0, 0, devicePriority)
             : new GeneratorInfo(storm.RequestedRate, storm.AchievedRate, storm.Elapsed.TotalSeconds, storm.FellBehind, storm.MaxLag.TotalMicroseconds,
-                storm.LateEvents, storm.LateLag.TotalMilliseconds, storm.LateRunDelay?.TotalMilliseconds, storm.BacklogStalls, storm.Abandoned, storm.GeneratorAllocatedBytes, devicePriority);
+                storm.LateEvents, storm.LateLag.TotalMilliseconds, storm.LateRunDelay?.TotalMilliseconds, storm.BacklogStalls, storm.Abandoned, storm.GeneratorAllocatedBytes, devicePriority,
+                storm.Stalls, storm.CatchUp.TotalMilliseconds);
         if (storm is { Abandoned: > 0 })
         {
             problems.Add($"the generator abandoned {storm.Abandoned:N0} backlogged events");
         }
+
+        var deviceThreads = new List<string>();
+        var pinErrors = new List<string>();
+        if (_paths.OfType<LinePath>().Any())
+        {
+            deviceThreads.Add("storm");
+            if (storm?.PinError is { } e)
+            {
+                pinErrors.Add($"storm: {e}");
+            }
+        }
+        if (_paths.OfType<NapiNicPath>().SingleOrDefault() is { } nicPath)
+        {
+            deviceThreads.Add("nic-sender");
+            deviceThreads.Add("nic/storm-nic");
+            pinErrors.AddRange(nicPath.PinErrors);
+        }
+        var topology = _plan.Describe(runtime.Cpus.Select(c => (c.Id, c.Core)).ToArray(), runtime.Options.Pinning, deviceThreads, pinErrors);
 
         return new StormRunResult(
             label, true, [], Machine(runtime), Options(runtime), runtime.Placements.Select(p =>
@@ -456,7 +509,8 @@ internal sealed class StormRunner
             generator, paths,
             new TotalsInfo(paths.Sum(p => p.Generated), paths.Sum(p => p.Handled), paths.Sum(p => p.Lost), throwsInjected),
             identities, cpus, MsDelta(runtime.GetUnboundWorkerCpuTime(), unboundBefore), napi, faults, gc,
-            new ProcTables(runtime.Irqs.RenderInterrupts(), runtime.RenderSoftirqs(), runtime.NetRx.RenderSoftnetStat()));
+            new ProcTables(runtime.Irqs.RenderInterrupts(), runtime.RenderSoftirqs(), runtime.NetRx.RenderSoftnetStat()))
+        { Topology = topology };
     }
 
     private static IdentityCheck Identity(string name, bool holds, string detail) => new(name, holds, detail);
@@ -479,5 +533,5 @@ internal sealed class StormRunner
 
     /// <summary>A short label of the settings, for the report header.</summary>
     public static string Describe(StormSettings s) => string.Create(CultureInfo.InvariantCulture,
-        $"preset {s.Preset}: {s.Cpus} CPUs, {s.Duration.TotalSeconds:0.##} s (+{s.Warmup.TotalSeconds:0.##} s warm-up), {s.Arrival.ToString().ToLowerInvariant()} arrivals, idle {s.IdlePolicy.ToString().ToLowerInvariant()}, pinning {(s.Pin ? "on" : "off")}, priorities {s.Priorities.ToString().ToLowerInvariant()}");
+        $"preset {s.Preset}: {s.Cpus} CPUs, {(s.RunsUntilStopped ? "until Ctrl-C" : $"{s.Duration.TotalSeconds:0.##} s")} (+{s.Warmup.TotalSeconds:0.##} s warm-up), {s.Arrival.ToString().ToLowerInvariant()} arrivals, idle {s.IdlePolicy.ToString().ToLowerInvariant()}, pinning {(s.Pin ? "on" : "off")}, priorities {s.Priorities.ToString().ToLowerInvariant()}");
 }

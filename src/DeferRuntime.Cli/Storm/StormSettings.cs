@@ -9,6 +9,7 @@ internal sealed record StormSettings
 {
     public required string Preset { get; init; }
     public required int Cpus { get; init; }
+    /// <summary>Measured storm; zero: until Ctrl-C (SIGINT) or SIGTERM.</summary>
     public required TimeSpan Duration { get; init; }
     public required TimeSpan Warmup { get; init; }
     /// <summary>Events per second, per path.</summary>
@@ -29,6 +30,18 @@ internal sealed record StormSettings
     public required int Seed { get; init; }
     /// <summary>How long to wait, after generation, for every event to be handled before the rest counts as lost.</summary>
     public required TimeSpan DrainTimeout { get; init; }
+
+    /// <summary>--device-cores, normalized: "auto", "none" or a core list (see <see cref="DeviceCorePlan"/>).</summary>
+    public string DeviceCores { get; init; } = DeviceCorePlan.Auto;
+
+    /// <summary>Test hook: the measured storm's generator stops for <see cref="GeneratorStall"/> after this many events (0: never).</summary>
+    public long GeneratorStallAfterEvents { get; init; }
+
+    /// <summary>How long the <see cref="GeneratorStallAfterEvents"/> stall lasts.</summary>
+    public TimeSpan GeneratorStall { get; init; }
+
+    /// <summary>--duration 0: the storm runs until interrupted.</summary>
+    public bool RunsUntilStopped => Duration == TimeSpan.Zero;
 
     public double TotalRate => Paths.Sum(p => Rates[p]);
 }

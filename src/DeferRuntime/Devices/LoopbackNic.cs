@@ -29,6 +29,12 @@ public sealed record LoopbackNicOptions
     /// <summary>How long the device thread waits in one poll(2) before it looks at its stop flag (default 20 ms).</summary>
     public TimeSpan PollSlice { get; init; } = TimeSpan.FromMilliseconds(20);
 
+    /// <summary>
+    /// OS cores to pin the device thread to (a device, not a CPU of the runtime); null or empty: not pinned.
+    /// A refusal is reported in <see cref="LoopbackNic.PinError"/>, never fatal.
+    /// </summary>
+    public IReadOnlyList<int>? DeviceCores { get; init; }
+
     internal void Validate()
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(Name, nameof(Name));
@@ -94,6 +100,7 @@ public sealed class LoopbackNic : IDisposable
     private readonly Socket _socket; // I
     private readonly Parker _doorbell = new(); // I: register writes wake the device thread
     private Thread? _thread; // I (at Start)
+    private string? _pinError; // written by the device thread once
     private volatile bool _stop; // set by Stop/Dispose
     private int _regs; // A: RegEnabled | RegCause
     private ExceptionDispatchInfo? _fault; // D: set before the thread exits, read after Join
@@ -158,6 +165,9 @@ public sealed class LoopbackNic : IDisposable
 
     /// <summary>True while the device interrupt is enabled (IMS).</summary>
     public bool InterruptsEnabled => (Volatile.Read(ref _regs) & RegEnabled) != 0;
+
+    /// <summary>Why the device thread could not be pinned to <see cref="LoopbackNicOptions.DeviceCores"/>, or null (pinned, or not asked).</summary>
+    public string? PinError => Volatile.Read(ref _pinError);
 
     /// <summary>Starts the device thread <c>nic/Name</c>. The interrupt starts disabled: the driver enables it once its handler is requested.</summary>
     public void Start()
@@ -273,6 +283,10 @@ public sealed class LoopbackNic : IDisposable
         bool notedMasked = false;
         try
         {
+            if (_options.DeviceCores is { Count: > 0 } cores)
+            {
+                Volatile.Write(ref _pinError, Platform.ThreadPlacement.PinCurrentThreadToCores(cores.ToArray()));
+            }
             while (!_stop)
             {
                 int regs = Volatile.Read(ref _regs);

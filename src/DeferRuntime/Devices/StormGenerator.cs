@@ -7,8 +7,9 @@ namespace DeferRuntime.Devices;
 /// <summary>
 /// A synthetic interrupt storm: one device thread that asserts any set of lines, each at its own rate
 /// with constant, Poisson or bursty arrivals, for a duration or an exact event count. Each event carries
-/// its assertion timestamp in its line's FIFO (<see cref="StormLineSource"/>), which the line's hard-IRQ
-/// handler drains, so interrupt-to-handler latency can be measured per event without allocating.
+/// two timestamps in its line's FIFO (<see cref="StormLineSource"/>), which the line's hard-IRQ handler
+/// drains: its intended time (when the schedule said it was due) and its assert time (when the generator
+/// got to it), so latency can be measured per event, from either, without allocating.
 /// </summary>
 /// <remarks>
 /// <para>What runs where: the <c>storm</c> thread belongs to no CPU (a device). It paces every line
@@ -17,10 +18,13 @@ namespace DeferRuntime.Devices;
 /// events, so a busy cpu/N of the same priority does not hold it off for a time slice. Elsewhere it
 /// spins when the next deadline is microseconds away, yields or naps when it is further, and sleeps
 /// only when it is more than 2 ms away, so Thread.Sleep's millisecond granularity never shapes the arrivals.</para>
-/// <para>Honesty about pacing: one thread can only assert so fast. When it finds itself more than
-/// <see cref="StormOptions.MaxLag"/> behind a deadline it says so (<see cref="FellBehind"/>, the report's
-/// achieved rate and maximum lag) and restarts that line's schedule from now instead of bursting to catch
-/// up; it never silently delivers a different storm than the one asked for.</para>
+/// <para>Honesty about pacing: one thread can only assert so fast, and the OS may take its CPU. The
+/// schedule never moves: a late generator asserts every event that fell due meanwhile as fast as it can,
+/// each keeping its intended time, so a stall of the "hardware" shows as latency from the intended time
+/// (no coordinated omission), while the assert time says how much of it was the generator's own lag.
+/// More than <see cref="StormOptions.MaxLag"/> behind, it also says so (<see cref="FellBehind"/>, the
+/// stalls, the late events, the report's achieved rate and maximum lag). A run that ends while it is
+/// behind finishes the events due within the duration first (<see cref="StormReport.CatchUp"/>).</para>
 /// <para>Nothing is dropped: events that find a line's FIFO full wait in the generator's backlog and are
 /// handed over as the driver drains; at the end the generator keeps running until every backlog is in the
 /// FIFOs. Once the driver has drained them, generated == handled on every line.</para>
@@ -61,8 +65,11 @@ public sealed class StormGenerator : IDisposable
     private long _startTicks;
     private long _generationEndTicks;
     private long _maxLagTicks;
-    private long _lateEvents;
-    private long _lateLagTicks; // total lag of the late arrivals
+    private long _lateEvents; // events asserted more than MaxLag after their intended time
+    private long _stalls; // stretches of late events
+    private long _lateLagTicks; // the stalls' largest lags, summed
+    private long _catchUpTicks; // how long past the duration generation went on, catching up
+    private string? _pinError; // G, read after _done: why the storm thread was not pinned to DeviceCores
     private long _lateRunDelayNs; // of it, the generator's OS run delay across their waits (-1: not measurable here)
     private int _fellBehind;
     private long _allocatedBytes;
@@ -174,7 +181,13 @@ public sealed class StormGenerator : IDisposable
             FellBehind, Stopwatch.GetElapsedTime(0, Volatile.Read(ref _maxLagTicks)), Volatile.Read(ref _lateEvents),
             Stopwatch.GetElapsedTime(0, Volatile.Read(ref _lateLagTicks)), Volatile.Read(ref _lateRunDelayNs) is var rd and >= 0 ? TimeSpan.FromTicks(rd / 100) : null,
             generated, lines.Sum(l => l.Handled), Volatile.Read(ref _backlogStalls), Volatile.Read(ref _abandoned), done,
-            done ? _gen0 : 0, done ? _gen1 : 0, done ? _gen2 : 0, done ? _gcPause : TimeSpan.Zero, done ? _allocatedBytes : 0);
+            done ? _gen0 : 0, done ? _gen1 : 0, done ? _gen2 : 0, done ? _gcPause : TimeSpan.Zero, done ? _allocatedBytes : 0)
+        {
+            Stalls = Volatile.Read(ref _stalls),
+            CatchUp = Stopwatch.GetElapsedTime(0, Volatile.Read(ref _catchUpTicks)),
+            DeviceCores = _options.DeviceCores is { Count: > 0 } cores ? cores.ToArray() : [],
+            PinError = done ? _pinError : null,
+        };
     }
 
     // ---- the storm thread (G) ----
@@ -185,6 +198,10 @@ public sealed class StormGenerator : IDisposable
         {
             int gen0 = GC.CollectionCount(0), gen1 = GC.CollectionCount(1), gen2 = GC.CollectionCount(2);
             var pause = GC.GetTotalPauseDuration();
+            if (_options.DeviceCores is { Count: > 0 } cores)
+            {
+                _pinError = ThreadPlacement.PinCurrentThreadToCores(cores.ToArray());
+            }
             // Its timed sleeps end at their deadline, not up to 50 µs later (refused only off Linux,
             // where the pacing falls back to naps and yields).
             Nap.UsePreciseTimerSlack();
@@ -212,9 +229,9 @@ public sealed class StormGenerator : IDisposable
 
     private void Generate(Pacer pacer)
     {
-        // Late arrivals are split by where the time went: a wait for a CPU of this OS shows in the
-        // thread's run delay; a vCPU the hypervisor did not run shows nowhere (the OS counts it as the
-        // thread running, or as its sleep). One pread per event, allocation-free.
+        // Stalls are split by where the time went: a wait for a CPU of this OS shows in the thread's run
+        // delay; a vCPU the hypervisor did not run shows nowhere (the OS counts it as the thread running,
+        // or as its sleep). One pread per event while on time, allocation-free.
         using var schedstat = ThreadSchedStat.OpenForCurrentThread();
         if (schedstat is null)
         {
@@ -227,7 +244,12 @@ public sealed class StormGenerator : IDisposable
         long remaining = _options.EventCount ?? long.MaxValue;
         long maxLag = (long)(_options.MaxLag.TotalSeconds * Stopwatch.Frequency);
         int backlogLimit = _options.BacklogLimit;
+        long stallAfter = _options.StallAfterEvents;
         long now = start;
+        // The current stall (a stretch of events more than maxLag late): its largest lag, and the run
+        // delay read before the wait that ended late.
+        bool late = false;
+        long stallLag = 0, stallRunDelayBefore = -1, runDelayBefore = -1;
 
         while (remaining > 0 && !_stop)
         {
@@ -239,8 +261,17 @@ public sealed class StormGenerator : IDisposable
                 now = WaitUntil(end);
                 break;
             }
-            long runDelayBefore = schedstat is null ? 0 : ThreadSchedStat.ReadRunDelayNs(schedstat);
+            if (!late && schedstat is not null)
+            {
+                runDelayBefore = ThreadSchedStat.ReadRunDelayNs(schedstat);
+            }
             now = WaitUntil(due);
+            if (stallAfter > 0 && _generated >= stallAfter)
+            {
+                stallAfter = 0;
+                Thread.Sleep(_options.StallFor); // the test hook: the OS took the generator's CPU
+                now = Stopwatch.GetTimestamp();
+            }
             if (_stop)
             {
                 break;
@@ -252,36 +283,72 @@ public sealed class StormGenerator : IDisposable
             }
             if (lag > maxLag)
             {
-                Volatile.Write(ref _fellBehind, 1);
-                Volatile.Write(ref _lateEvents, _lateEvents + 1);
-                Volatile.Write(ref _lateLagTicks, _lateLagTicks + lag);
-                // A read that failed (-1) on either side gives no figure for this wait, rather than a
-                // difference that would count the whole lag as run delay.
-                if (schedstat is not null && runDelayBefore >= 0 && ThreadSchedStat.ReadRunDelayNs(schedstat) is var after and >= 0)
+                if (!late)
                 {
-                    // The run delay over the whole wait, capped at the lag: some of it may predate the deadline.
-                    long waited = after - runDelayBefore;
-                    long lagNs = (long)(lag * (1e9 / Stopwatch.Frequency));
-                    Volatile.Write(ref _lateRunDelayNs, _lateRunDelayNs + Math.Clamp(waited, 0, lagNs));
+                    late = true;
+                    stallLag = 0;
+                    stallRunDelayBefore = runDelayBefore;
+                    Volatile.Write(ref _fellBehind, 1);
+                    Volatile.Write(ref _stalls, _stalls + 1);
                 }
-                pacer.Reanchor(line, now);
+                stallLag = Math.Max(stallLag, lag);
+            }
+            else if (late)
+            {
+                late = false;
+                EndStall(schedstat, stallLag, stallRunDelayBefore);
             }
 
+            // No re-anchoring: the event keeps its intended time (due), however late it is asserted.
             var source = _sources[line];
             long burst = source.Line.Arrival == StormArrival.Bursty ? Math.Min(source.Line.BurstLength, remaining) : 1;
+            long asserted = now;
             for (long i = 0; i < burst; i++)
             {
-                if (source.Backlog >= backlogLimit && !WaitForRoom(source, backlogLimit))
+                if (source.Backlog >= backlogLimit)
                 {
-                    break;
+                    if (!WaitForRoom(source, backlogLimit))
+                    {
+                        break;
+                    }
+                    asserted = Stopwatch.GetTimestamp();
                 }
-                source.Produce(now);
+                else if (i > 0)
+                {
+                    asserted = Stopwatch.GetTimestamp(); // each event of a burst stamped as it is asserted
+                }
+                source.Produce(due, asserted);
+                if (asserted - due > maxLag)
+                {
+                    Volatile.Write(ref _lateEvents, _lateEvents + 1);
+                }
                 remaining--;
                 Volatile.Write(ref _generated, _generated + 1);
             }
             pacer.Advance(line);
         }
+        if (late)
+        {
+            EndStall(schedstat, stallLag, stallRunDelayBefore);
+        }
+        if (now > end)
+        {
+            Volatile.Write(ref _catchUpTicks, now - end);
+        }
         Volatile.Write(ref _generationEndTicks, now);
+    }
+
+    /// <summary>A stall is over: adds its largest lag, and the run delay across it (capped at that lag: some of it may predate the deadline).</summary>
+    private void EndStall(Microsoft.Win32.SafeHandles.SafeFileHandle? schedstat, long stallLag, long runDelayBefore)
+    {
+        Volatile.Write(ref _lateLagTicks, _lateLagTicks + stallLag);
+        // A read that failed (-1) on either side gives no figure for this stall, rather than a difference
+        // that would count the whole lag as run delay.
+        if (schedstat is not null && runDelayBefore >= 0 && ThreadSchedStat.ReadRunDelayNs(schedstat) is var after and >= 0)
+        {
+            long lagNs = (long)(stallLag * (1e9 / Stopwatch.Frequency));
+            Volatile.Write(ref _lateRunDelayNs, _lateRunDelayNs + Math.Clamp(after - runDelayBefore, 0, lagNs));
+        }
     }
 
     /// <summary>Waits for <paramref name="deadline"/>, handing backlog over meanwhile. Returns the time it woke at (one clock read per stage).</summary>
@@ -423,9 +490,6 @@ public sealed class StormGenerator : IDisposable
             due = (long)_due[line];
             return line;
         }
-
-        /// <summary>Behind schedule: the line's schedule restarts from now (reported by the caller).</summary>
-        public void Reanchor(int line, long now) => _due[line] = now;
 
         public void Advance(int line)
         {

@@ -6,14 +6,19 @@ namespace DeferRuntime.Devices;
 
 /// <summary>
 /// One line of a <see cref="StormGenerator"/> as its driver sees it: the device's event FIFO, which the
-/// line's hard-IRQ handler drains with <see cref="TryTake"/>, and the line's counts.
+/// line's hard-IRQ handler drains with <see cref="TryTake(out long, out long)"/>, and the line's counts.
 /// </summary>
 /// <remarks>
 /// <para>An interrupt says "events are waiting", not "one event": assertions that arrive while the line
 /// is already latched coalesce into one handler run, so the handler must drain the FIFO, not take one
 /// event per run. A run may also find it empty (an earlier run drained what this assertion announced);
 /// that run is still the device's, so return <see cref="IrqReturn.Handled"/>.</para>
-/// <para>The FIFO is a pre-allocated single-producer, single-consumer ring of assertion timestamps:
+/// <para>The FIFO is a pre-allocated single-producer, single-consumer ring of event stamps, two per event:
+/// its <em>intended</em> time (when the storm's schedule said it was due: the time a real device would have
+/// raised it) and its <em>assert</em> time (when the generator actually published and asserted it, or put it
+/// in its backlog). A generator that falls behind keeps every event's intended time, so its lag shows as
+/// latency measured from the intended time instead of vanishing (no coordinated omission).
+/// The ring:
 /// the generator thread produces, the line's handler consumes (the flow handler runs one chain per line
 /// at a time, on whichever CPU, so there is one consumer at a time). Events that find it full go to the
 /// generator's backlog, oldest first, and move into the ring as the driver makes room: none is dropped.</para>
@@ -23,12 +28,12 @@ namespace DeferRuntime.Devices;
 public sealed class StormLineSource
 {
     private readonly IrqController _irqs; // I
-    private readonly long[] _ring; // I: the FIFO slots (Stopwatch ticks); producer writes before publishing _head
-    private readonly int _mask; // I: _ring.Length - 1
+    private readonly long[] _ring; // I: the FIFO slots, two per event (intended, asserted; Stopwatch ticks); producer writes before publishing _head
+    private readonly int _mask; // I: events the ring holds - 1
     private PaddedInt64 _head; // G: events published to the ring
     private PaddedInt64 _tail; // D: events taken by the driver (Handled)
 
-    private long[] _backlog; // G: events the full ring could not take, a circular FIFO (power-of-two length)
+    private long[] _backlog; // G: events the full ring could not take, a circular FIFO of stamp pairs (power-of-two events)
     private int _backlogStart; // G
     private int _backlogCount; // G
     private long _backlogMax; // G
@@ -47,9 +52,9 @@ public sealed class StormLineSource
         _irqs = irqs;
         Line = line;
         Index = index;
-        _ring = new long[capacity];
+        _ring = new long[capacity * 2];
         _mask = capacity - 1;
-        _backlog = new long[capacity];
+        _backlog = new long[capacity * 2];
     }
 
     /// <summary>The line's configuration.</summary>
@@ -64,7 +69,7 @@ public sealed class StormLineSource
     /// <summary>Events generated so far.</summary>
     public long Generated => Volatile.Read(ref _generated);
 
-    /// <summary>Events the driver has taken so far (<see cref="TryTake"/>).</summary>
+    /// <summary>Events the driver has taken so far (<see cref="TryTake(out long, out long)"/>).</summary>
     public long Handled => Volatile.Read(ref _tail.Value);
 
     /// <summary>Events waiting in the generator's backlog because the FIFO was full.</summary>
@@ -73,15 +78,29 @@ public sealed class StormLineSource
     /// <summary>
     /// Driver side, from the line's handler: takes the oldest waiting event and its assertion timestamp
     /// (<see cref="Stopwatch.GetTimestamp"/> ticks, taken just before the device published and asserted it,
-    /// or when it was generated if it had to wait in the backlog). Lock-free and allocation-free.
+    /// or when it was generated if it had to wait in the backlog). Lock-free and allocation-free. Latency
+    /// measured from it leaves out the generator's own lag; see the overload with the intended time.
     /// </summary>
     /// <returns>False when the FIFO is empty; on a level line the device then stops asserting it.</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryTake(out long assertTimestamp)
+    public bool TryTake(out long assertTimestamp) => TryTake(out _, out assertTimestamp);
+
+    /// <summary>
+    /// Driver side, from the line's handler: takes the oldest waiting event with its two stamps
+    /// (<see cref="Stopwatch.GetTimestamp"/> ticks): <paramref name="intendedTimestamp"/>, when the schedule
+    /// said it was due, and <paramref name="assertTimestamp"/>, when the generator actually published and
+    /// asserted it (or put it in its backlog), never earlier than the intended time. Latency from the
+    /// intended time includes the generator's lag, as a real device's would not have waited for it.
+    /// Lock-free and allocation-free.
+    /// </summary>
+    /// <returns>False when the FIFO is empty; on a level line the device then stops asserting it.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryTake(out long intendedTimestamp, out long assertTimestamp)
     {
         long tail = _tail.Value;
         if (tail == Volatile.Read(ref _head.Value))
         {
+            intendedTimestamp = 0;
             assertTimestamp = 0;
             if (_trigger == IrqTrigger.Level)
             {
@@ -89,7 +108,9 @@ public sealed class StormLineSource
             }
             return false;
         }
-        assertTimestamp = _ring[tail & _mask];
+        long slot = (tail & _mask) * 2;
+        intendedTimestamp = _ring[slot];
+        assertTimestamp = _ring[slot + 1];
         // Release the slot only after reading it: the producer may overwrite it once it sees the new tail.
         Volatile.Write(ref _tail.Value, tail + 1);
         return true;
@@ -117,35 +138,39 @@ public sealed class StormLineSource
 
     internal bool HasBacklog => _backlogCount != 0;
 
-    /// <summary>One event: into the ring and asserted, or, behind a full ring or an older backlog, into the backlog.</summary>
+    /// <summary>One event, due at <paramref name="intended"/>, stamped <paramref name="asserted"/>: into the ring and asserted, or, behind a full ring or an older backlog, into the backlog.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void Produce(long timestamp)
+    internal void Produce(long intended, long asserted)
     {
         _generated++;
         if (_backlogCount == 0)
         {
             long head = _head.Value;
-            if (head - Volatile.Read(ref _tail.Value) < _ring.Length)
+            if (head - Volatile.Read(ref _tail.Value) <= _mask)
             {
-                _ring[head & _mask] = timestamp;
+                long slot = (head & _mask) * 2;
+                _ring[slot] = intended;
+                _ring[slot + 1] = asserted;
                 Volatile.Write(ref _head.Value, head + 1);
                 Assert();
                 return;
             }
         }
-        PushBacklog(timestamp);
+        PushBacklog(intended, asserted);
     }
 
     /// <summary>Moves what the ring now has room for from the backlog, oldest first, asserting once per event moved. True when the backlog is empty.</summary>
     internal bool FlushBacklog()
     {
         long head = _head.Value;
-        long free = _ring.Length - (head - Volatile.Read(ref _tail.Value));
+        long free = _mask + 1 - (head - Volatile.Read(ref _tail.Value));
         int moved = 0;
-        int backlogMask = _backlog.Length - 1;
+        int backlogMask = _backlog.Length / 2 - 1;
         while (_backlogCount > 0 && free > 0)
         {
-            _ring[head & _mask] = _backlog[_backlogStart];
+            long slot = (head & _mask) * 2;
+            _ring[slot] = _backlog[_backlogStart * 2];
+            _ring[slot + 1] = _backlog[(_backlogStart * 2) + 1];
             head++;
             free--;
             _backlogStart = (_backlogStart + 1) & backlogMask;
@@ -164,21 +189,27 @@ public sealed class StormLineSource
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void PushBacklog(long timestamp)
+    private void PushBacklog(long intended, long asserted)
     {
-        if (_backlogCount == _backlog.Length)
+        int events = _backlog.Length / 2;
+        if (_backlogCount == events)
         {
             // Doubling: amortized, and only while the driver falls further behind; PERF: no event allocates
             // while the backlog has room.
             var grown = new long[_backlog.Length * 2];
             for (int i = 0; i < _backlogCount; i++)
             {
-                grown[i] = _backlog[(_backlogStart + i) & (_backlog.Length - 1)];
+                int from = ((_backlogStart + i) & (events - 1)) * 2;
+                grown[i * 2] = _backlog[from];
+                grown[(i * 2) + 1] = _backlog[from + 1];
             }
             _backlog = grown;
             _backlogStart = 0;
+            events *= 2;
         }
-        _backlog[(_backlogStart + _backlogCount) & (_backlog.Length - 1)] = timestamp;
+        int slot = ((_backlogStart + _backlogCount) & (events - 1)) * 2;
+        _backlog[slot] = intended;
+        _backlog[slot + 1] = asserted;
         Volatile.Write(ref _backlogCount, _backlogCount + 1);
         _backlogged++;
         if (_backlogCount > _backlogMax)

@@ -52,11 +52,28 @@ public sealed record StormOptions
     public int Seed { get; init; } = 1;
 
     /// <summary>
-    /// How far behind schedule the generator may fall before it reports that it cannot pace the requested
-    /// rate (default 1 ms). Behind by more, it sets <see cref="StormReport.FellBehind"/> and restarts the
-    /// line's schedule from now rather than bursting to catch up.
+    /// How far behind schedule the generator may fall before it reports that it could not pace the requested
+    /// rate (default 1 ms). It never restarts its schedule: a late generator asserts the events that fell due
+    /// meanwhile as fast as it can, each keeping its intended time, so its lag shows as latency from the
+    /// intended time; behind by more than this, it also sets <see cref="StormReport.FellBehind"/> and counts
+    /// the stall (<see cref="StormReport.LateEvents"/>, <see cref="StormReport.Stalls"/>).
     /// </summary>
     public TimeSpan MaxLag { get; init; } = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>
+    /// OS cores to pin the storm thread to (a device, not a CPU of the runtime); null or empty: not pinned,
+    /// the thread runs where the OS puts it. A refusal is reported in <see cref="StormReport.PinError"/>, never fatal.
+    /// </summary>
+    public IReadOnlyList<int>? DeviceCores { get; init; }
+
+    /// <summary>
+    /// Test hook: once this many events have been generated, the storm thread stops for
+    /// <see cref="StallFor"/> before its next event, as if the OS had taken its CPU. 0: never.
+    /// </summary>
+    internal long StallAfterEvents { get; init; }
+
+    /// <summary>How long the <see cref="StallAfterEvents"/> stall lasts.</summary>
+    internal TimeSpan StallFor { get; init; }
 
     internal void Validate()
     {

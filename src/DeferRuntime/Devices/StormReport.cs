@@ -9,10 +9,10 @@ namespace DeferRuntime.Devices;
 /// <param name="RequestedRate">Sum of the lines' requested rates, events per second.</param>
 /// <param name="AchievedRate">Events generated per second of <paramref name="Elapsed"/>.</param>
 /// <param name="FellBehind">The generator fell more than <see cref="StormOptions.MaxLag"/> behind its schedule: the requested rate was more than it could pace.</param>
-/// <param name="MaxLag">The furthest behind a deadline the generator found itself.</param>
-/// <param name="LateEvents">Arrivals generated more than MaxLag late (each restarted its line's schedule).</param>
-/// <param name="LateLag">The late arrivals' lag, summed.</param>
-/// <param name="LateRunDelay">Of <paramref name="LateLag"/>, the time the generator waited for a CPU of this OS (its run delay across those waits); the rest the OS counted as the thread running or asleep, which on a VM is mostly the vCPU not running. Null where the OS does not say (not Linux).</param>
+/// <param name="MaxLag">The furthest behind a deadline the generator found itself (an event's intended time to when it got to it).</param>
+/// <param name="LateEvents">Events asserted more than MaxLag after their intended time (the schedule never restarts: each keeps its intended time, and its lag counts in latency from it).</param>
+/// <param name="LateLag">The generator's stalls (stretches of events more than MaxLag late), each by its largest lag, summed: how long it was away.</param>
+/// <param name="LateRunDelay">Of <paramref name="LateLag"/>, the time the generator waited for a CPU of this OS (its run delay across the stalls); the rest the OS counted as the thread running or asleep, which on a VM is mostly the vCPU not running. Null where the OS does not say (not Linux).</param>
 /// <param name="Generated">Events generated over all lines.</param>
 /// <param name="Handled">Events the drivers drained over all lines.</param>
 /// <param name="BacklogStalls">Times generation waited because a line's backlog reached <see cref="StormOptions.BacklogLimit"/>.</param>
@@ -28,8 +28,20 @@ public sealed record StormReport(
     TimeSpan MaxLag, long LateEvents, TimeSpan LateLag, TimeSpan? LateRunDelay, long Generated, long Handled, long BacklogStalls, long Abandoned, bool Completed,
     int Gen0Collections, int Gen1Collections, int Gen2Collections, TimeSpan GcPause, long GeneratorAllocatedBytes)
 {
+    /// <summary>Stretches of events more than <see cref="StormOptions.MaxLag"/> late (each a stall of the generator, caught up afterwards).</summary>
+    public long Stalls { get; init; }
+
+    /// <summary>How long past the end of its duration the generator went on asserting events due within it (it was behind at the end); zero when on time.</summary>
+    public TimeSpan CatchUp { get; init; }
+
+    /// <summary>The OS cores the storm thread was pinned to (<see cref="StormOptions.DeviceCores"/>); empty when not pinned.</summary>
+    public IReadOnlyList<int> DeviceCores { get; init; } = [];
+
+    /// <summary>Why the storm thread could not be pinned to <see cref="DeviceCores"/>, or null.</summary>
+    public string? PinError { get; init; }
+
     /// <summary>
-    /// Where the late arrivals' lag went: "12.3 ms late in all, 0.4 ms of it waiting for a CPU of this OS;
+    /// Where the stalls' lag went: "12.3 ms late in all, 0.4 ms of it waiting for a CPU of this OS;
     /// the rest the OS counted as the generator running or asleep (on a VM: its vCPU not running)".
     /// </summary>
     public string DescribeLateLag() => DescribeLateLag(LateLag, LateRunDelay);
@@ -57,7 +69,7 @@ public sealed record StormReport(
         }
         sb.Append(CultureInfo.InvariantCulture,
             $"requested {RequestedRate:N0}/s, achieved {AchievedRate:N0}/s over {Elapsed.TotalMilliseconds:N1} ms; max lag {MaxLag.TotalMicroseconds:N0} µs");
-        sb.AppendLine(FellBehind ? $" -- FELL BEHIND: {LateEvents} arrivals more than the allowed lag late; {DescribeLateLag()}" : "");
+        sb.AppendLine(FellBehind ? $" -- FELL BEHIND: {Stalls} stalls, {LateEvents} events more than the allowed lag late (each timed from its intended time); {DescribeLateLag()}" : "");
         sb.Append(CultureInfo.InvariantCulture,
             $"GC during the run: {Gen0Collections}/{Gen1Collections}/{Gen2Collections} (gen0/1/2), pause {GcPause.TotalMilliseconds:N2} ms; generator allocated {GeneratorAllocatedBytes} B");
         if (BacklogStalls != 0)

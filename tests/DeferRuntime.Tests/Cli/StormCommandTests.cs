@@ -50,7 +50,8 @@ public sealed class StormCommandTests : IDisposable
         var (exit, output, json) = Run("--csv", csv);
 
         Assert.True(exit == 0, output);
-        Assert.Equal(1, json.GetProperty("schemaVersion").GetInt32());
+        Assert.Equal(2, json.GetProperty("schemaVersion").GetInt32());
+        Assert.False(json.GetProperty("interrupted").GetBoolean());
         Assert.Equal("storm", json.GetProperty("command").GetString());
         Assert.Equal("single", json.GetProperty("mode").GetString());
         Assert.Equal(0, json.GetProperty("exitCode").GetInt32());
@@ -214,6 +215,109 @@ public sealed class StormCommandTests : IDisposable
         }
     }
 
+    [Fact]
+    public void Every_stage_is_stamped_for_the_event_it_measures_so_no_sample_is_clamped()
+    {
+        // Bursts of 64 back to back: top halves drain several events per run, most asserted after the
+        // run's entry stamp. Each is timed from a stamp taken after its assert (none at or below the clock's
+        // resolution, none clamped), and from its intended time as well as its assert.
+        var (exit, output, json) = Run("--paths", "hardirq,tasklet,softirq,napi", "--arrival", "bursty", "--burst", "64", "--rate", "20000");
+        Assert.True(exit == 0, output);
+        foreach (var path in json.GetProperty("runs")[0].GetProperty("paths").EnumerateArray())
+        {
+            string name = path.GetProperty("name").GetString()!;
+            Assert.Equal(0, path.GetProperty("unorderedSamples").GetInt64());
+            long handled = path.GetProperty("handled").GetInt64();
+            Assert.Equal(handled, path.GetProperty("generatorLag").GetProperty("count").GetInt64());
+            Assert.Equal(handled, path.GetProperty("bottomHalfEndFromAssert").GetProperty("count").GetInt64());
+            foreach (string stage in new[] { "topHalf", "bottomHalfStart", "bottomHalfEnd" })
+            {
+                var fromIntended = path.GetProperty(stage);
+                var fromAssert = path.GetProperty(stage + "FromAssert");
+                Assert.Equal(fromIntended.GetProperty("count").GetInt64(), fromAssert.GetProperty("count").GetInt64());
+                // The intended time is never after the assert: its latencies are never the smaller.
+                Assert.True(fromIntended.GetProperty("maxUs").GetDouble() >= fromAssert.GetProperty("maxUs").GetDouble(), $"{name} {stage}");
+            }
+        }
+        Assert.Contains("Stamps before their event: 0.", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_stalled_generator_shows_as_latency_from_intended_time_and_as_gen_lag_not_from_assert()
+    {
+        var stall = TimeSpan.FromMilliseconds(250);
+        var settings = new DeferRuntime.Cli.Storm.StormSettings
+        {
+            Preset = "gentle", Cpus = 2, Duration = TimeSpan.FromSeconds(0.6), Warmup = TimeSpan.Zero,
+            Rates = DeferRuntime.Cli.Storm.StormPathKinds.All.ToDictionary(k => k, _ => 2_000.0),
+            Arrival = DeferRuntime.Devices.StormArrival.Constant, BurstLength = 16,
+            Paths = [DeferRuntime.Cli.Storm.StormPathKind.HardIrq, DeferRuntime.Cli.Storm.StormPathKind.Tasklet],
+            IdlePolicy = IdlePolicy.Hybrid, Pin = true, Priorities = PriorityPolicy.None, CpuNice = 0, KsoftirqdNice = 19,
+            LetKsoftirqdDoItsJob = true, Work = TimeSpan.Zero, WatchdogThreshold = TimeSpan.FromSeconds(30),
+            Faults = DeferRuntime.Cli.Storm.Faults.FaultPlan.Parse([]), Seed = 1, DrainTimeout = TimeSpan.FromSeconds(30),
+            DeviceCores = "none", GeneratorStallAfterEvents = 200, GeneratorStall = stall,
+        };
+        var run = DeferRuntime.Cli.Storm.StormRunner.Run(settings, "stall", DeferRuntime.Cli.Storm.StormProgress.Create(Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(TextWriter.Null) }), false));
+        Assert.True(run.Passed, string.Join("; ", run.Problems));
+        Assert.True(run.Generator.FellBehind);
+        Assert.True(run.Generator.MaxLagUs >= stall.TotalMicroseconds);
+        foreach (var path in run.Paths)
+        {
+            // Events that fell due during the stall waited for the generator: from their intended time
+            // the wait is latency (no coordinated omission), and gen lag says it was the generator's.
+            Assert.True(path.GeneratorLag!.MaxUs >= stall.TotalMicroseconds * 0.99, $"{path.Name}: gen lag max {path.GeneratorLag.MaxUs} µs");
+            Assert.True(path.BottomHalfEnd.MaxUs >= stall.TotalMicroseconds * 0.99, $"{path.Name}: bh end max {path.BottomHalfEnd.MaxUs} µs");
+            Assert.True(path.BottomHalfEndFromAssert!.MaxUs < path.BottomHalfEnd.MaxUs, $"{path.Name}: from assert {path.BottomHalfEndFromAssert.MaxUs} µs");
+            Assert.Equal(0, path.Lost);
+        }
+    }
+
+    [Fact]
+    public void Device_cores_none_shares_the_cpus_cores_and_says_so()
+    {
+        var (exit, output, json) = Run("--paths", "hardirq,napi", "--device-cores", "none");
+        Assert.True(exit == 0, output);
+        var topology = json.GetProperty("runs")[0].GetProperty("topology");
+        Assert.Equal("none", topology.GetProperty("deviceCores").GetString());
+        Assert.Equal(0, topology.GetProperty("deviceThreadCores").GetArrayLength());
+        Assert.Contains(topology.GetProperty("warnings").EnumerateArray(), w => w.GetString()!.Contains("share cores with the virtual CPUs", StringComparison.Ordinal));
+        Assert.Contains("topology (--device-cores none)", output, StringComparison.Ordinal);
+        Assert.Contains("warning: device threads (storm, nic-sender, nic/storm-nic) share cores with the virtual CPUs", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void By_default_the_devices_get_a_core_of_their_own_when_there_is_one_to_spare()
+    {
+        string jsonPath = Path.Combine(_dir, "default.json");
+        var output = new StringWriter();
+        int exit = CliApp.Run(["storm", "--duration", "0.3", "--warmup", "0", "--rate", "400", "--priorities", "none", "--no-progress", "--paths", "hardirq,napi", "--json", jsonPath], output);
+        Assert.True(exit == 0, output.ToString());
+        using var doc = JsonDocument.Parse(File.ReadAllText(jsonPath));
+        var run = doc.RootElement.GetProperty("runs")[0];
+        var topology = run.GetProperty("topology");
+        int[] allowed = DeferRuntime.Platform.ThreadPlacement.AllowedCores();
+        Assert.Equal("auto", topology.GetProperty("deviceCores").GetString());
+        if (allowed.Length >= 2)
+        {
+            // The last core to the devices, the CPUs on the rest: one fewer CPU than cores by default.
+            Assert.Equal([allowed[^1]], topology.GetProperty("deviceThreadCores").EnumerateArray().Select(c => c.GetInt32()).ToArray());
+            Assert.Equal(allowed.Length - 1, run.GetProperty("options").GetProperty("cpus").GetInt32());
+            Assert.DoesNotContain(topology.GetProperty("cpuCores").EnumerateArray(), c => c.ValueKind == JsonValueKind.Number && c.GetInt32() == allowed[^1]);
+            Assert.DoesNotContain(topology.GetProperty("warnings").EnumerateArray(), w => w.GetString()!.Contains("share", StringComparison.Ordinal));
+            Assert.Contains($"core {allowed[^1]}: storm, nic-sender, nic/storm-nic", output.ToString(), StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Contains(topology.GetProperty("warnings").EnumerateArray(), w => w.GetString()!.Contains("no core to spare", StringComparison.Ordinal));
+        }
+
+        // More CPUs than cores: the CPUs share cores, and the devices have none to spare.
+        var crowded = Run("--paths", "hardirq", "--cpus", (allowed.Length + 1).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var warnings = crowded.Json.GetProperty("runs")[0].GetProperty("topology").GetProperty("warnings").EnumerateArray().Select(w => w.GetString()!).ToArray();
+        Assert.Contains(warnings, w => w.Contains("virtual CPUs on", StringComparison.Ordinal) && w.Contains("CPUs share cores", StringComparison.Ordinal));
+        Assert.Contains(warnings, w => w.Contains("no core to spare", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("storm", "--preset", "hurricane")]
     [InlineData("storm", "--fault", "explode")]
@@ -221,7 +325,10 @@ public sealed class StormCommandTests : IDisposable
     [InlineData("storm", "--compare", "idle=poll")]
     [InlineData("storm", "--compare", "colour=red,blue")]
     [InlineData("storm", "--rates", "tasklet=-5")]
-    [InlineData("storm", "--duration", "0")]
+    [InlineData("storm", "--duration", "-1")]
+    [InlineData("storm", "--duration", "0", "--compare", "idle=poll,halt")]
+    [InlineData("storm", "--device-cores", "banana")]
+    [InlineData("storm", "--device-cores", "1023")]
     [InlineData("storm", "--no-such-option")]
     [InlineData("no-such-command")]
     public void Bad_command_lines_exit_2_with_a_message(params string[] args)
@@ -236,7 +343,7 @@ public sealed class StormCommandTests : IDisposable
     {
         var output = new StringWriter();
         Assert.Equal(0, CliApp.Run(["storm", "--help"], output));
-        foreach (string option in new[] { "--preset", "--cpus", "--duration", "--rate", "--arrival", "--paths", "--idle-policy", "--no-pin", "--priorities", "--fault", "--json", "--csv", "--plot", "--compare" })
+        foreach (string option in new[] { "--preset", "--cpus", "--device-cores", "--duration", "--rate", "--arrival", "--paths", "--idle-policy", "--no-pin", "--priorities", "--fault", "--json", "--csv", "--plot", "--compare" })
         {
             Assert.Contains(option, output.ToString(), StringComparison.Ordinal);
         }

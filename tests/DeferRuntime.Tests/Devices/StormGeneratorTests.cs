@@ -173,6 +173,70 @@ public class StormGeneratorTests
     }
 
     [Fact]
+    public void A_stalled_generator_keeps_every_events_intended_time_so_the_stall_shows_as_latency_from_it()
+    {
+        using var rt = TestRuntime.Boot();
+        var irqs = rt.Irqs;
+        const int Events = 3_000, StallAfter = 500;
+        var stall = TimeSpan.FromMilliseconds(200);
+        long stallTicks = (long)(stall.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+        // 10,000/s constant: one event due every 100 µs, 300 ms of schedule; the generator stops 200 ms
+        // (as if the OS took its CPU) once 500 events are out.
+        var options = new StormOptions
+        {
+            Lines = [new StormLine(irqs.AllocateIrq(), 10_000)],
+            EventCount = Events,
+            RingCapacity = 4096,
+            StallAfterEvents = StallAfter,
+            StallFor = stall,
+        };
+        using var storm = new StormGenerator(rt, options);
+        var source = storm.Sources[0];
+        var intended = new long[Events];
+        var asserted = new long[Events];
+        var taken = new long[Events];
+        int n = 0;
+        irqs.RequestIrq(source.Irq, (_, _) =>
+        {
+            while (source.TryTake(out long i, out long a))
+            {
+                taken[n] = System.Diagnostics.Stopwatch.GetTimestamp();
+                intended[n] = i;
+                asserted[n] = a;
+                Volatile.Write(ref n, n + 1);
+            }
+            return IrqReturn.Handled;
+        }, IrqFlags.None, "stalled", null);
+
+        storm.Start();
+        Assert.True(storm.Join(Wait.Ceiling), "the storm ends");
+        Wait.Until(() => Volatile.Read(ref n) == Events, "every event drained");
+
+        // The schedule never moved: intended times are evenly spaced through the stall (no re-anchoring).
+        double interval = System.Diagnostics.Stopwatch.Frequency / 10_000.0;
+        for (int i = 1; i < Events; i++)
+        {
+            Assert.InRange(intended[i] - intended[i - 1], (long)interval - 1, (long)interval + 1);
+            Assert.True(asserted[i] >= intended[i], $"event {i} asserted before it was due");
+        }
+        // The first event after the stall was asserted at least the stall late, and so were (less the
+        // spacing) the 2,000 that fell due meanwhile: from their intended time, their latency includes the
+        // stall; from their assert, it does not.
+        Assert.True(asserted[StallAfter] - intended[StallAfter] >= stallTicks, "the stalled event keeps its intended time");
+        int lateByHalfTheStall = Enumerable.Range(0, Events).Count(i => asserted[i] - intended[i] >= stallTicks / 2);
+        Assert.True(lateByHalfTheStall >= 1_000, $"{lateByHalfTheStall} events more than 100 ms late");
+        Assert.True(taken[StallAfter] - intended[StallAfter] >= stallTicks + (taken[StallAfter] - asserted[StallAfter]));
+
+        var report = storm.GetReport();
+        Assert.Equal(Events, report.Handled);
+        Assert.True(report.FellBehind);
+        Assert.True(report.Stalls >= 1);
+        Assert.True(report.MaxLag >= stall);
+        Assert.True(report.LateEvents >= 1_000);
+        Assert.True(report.LateLag >= stall);
+    }
+
+    [Fact]
     public void Generating_allocates_nothing_per_event()
     {
         using var rt = TestRuntime.Boot();

@@ -7,7 +7,9 @@ namespace DeferRuntime.Cli.Storm.Paths;
 /// <summary>
 /// Paces one event stream at a mean rate with the storm generator's arrival processes (constant,
 /// Poisson, bursty), for a device the <see cref="StormGenerator"/> does not drive: the NIC's sender.
-/// Deadlines are doubles in Stopwatch ticks so fractional intervals do not drift.
+/// Deadlines are doubles in Stopwatch ticks so fractional intervals do not drift. The schedule never
+/// restarts: a late sender gets each arrival's intended time and sends the backlog as fast as it can, so
+/// its lag shows as latency from the intended time.
 /// </summary>
 internal sealed class ArrivalPacer
 {
@@ -38,7 +40,7 @@ internal sealed class ArrivalPacer
         _random = new Random(seed);
     }
 
-    /// <summary>Arrivals more than the allowed lag late (each restarted the schedule from now).</summary>
+    /// <summary>Arrivals the sender got to more than the allowed lag after their intended time.</summary>
     public long LateArrivals { get; private set; }
 
     /// <summary>Starts the schedule; call it on the thread that waits (it sets that thread's timer slack).</summary>
@@ -48,10 +50,10 @@ internal sealed class ArrivalPacer
         _due = now + NextGap();
     }
 
-    /// <summary>Waits for the next arrival; returns how many events arrive at once (a burst), or 0 when <paramref name="end"/> comes first.</summary>
-    public int WaitNext(long end, Func<bool> stop)
+    /// <summary>Waits for the next arrival; returns how many events arrive at once (a burst), or 0 when <paramref name="end"/> comes first; <paramref name="due"/> is their intended time.</summary>
+    public int WaitNext(long end, Func<bool> stop, out long due)
     {
-        long due = (long)_due;
+        due = (long)_due;
         if (due >= end)
         {
             WaitUntil(end, stop);
@@ -60,8 +62,7 @@ internal sealed class ArrivalPacer
         long now = WaitUntil(due, stop);
         if (now - due > _maxLag)
         {
-            LateArrivals++;
-            _due = now; // re-anchor: never burst to catch up
+            LateArrivals++; // no re-anchoring: the arrivals due meanwhile follow at once, each at its intended time
         }
         _due += NextGap();
         return _burst;

@@ -5,8 +5,8 @@ using DeferRuntime.Interrupts;
 namespace DeferRuntime.Cli.Storm.Paths;
 
 /// <summary>
-/// A driver with a bottom half: the top half stamps each event it takes from the device and queues it
-/// on a <see cref="HandoffRing"/>, then defers (subclasses: tasklet, softirq, thread, work item); the
+/// A driver with a bottom half: the top half stamps each event it takes from the device (its entry stamp,
+/// re-read for an event asserted after it) and queues it on a <see cref="HandoffRing"/>, then defers (subclasses: tasklet, softirq, thread, work item); the
 /// bottom half drains the ring in batches with one clock read at the start and one at the end of each.
 /// </summary>
 /// <remarks>
@@ -75,12 +75,18 @@ internal abstract class DeferredLinePath : LinePath
                     full = true;
                     break;
                 }
-                if (!source.TryTake(out long asserted))
+                if (!source.TryTake(out long intended, out long asserted))
                 {
                     break;
                 }
-                Latency.Record(LatencyStage.TopHalf, cpu, entry, asserted);
-                ring.Push(asserted);
+                if (asserted >= entry)
+                {
+                    // Asserted while this run was under way: it was taken now, not at our entry.
+                    entry = Stopwatch.GetTimestamp();
+                }
+                Latency.RecordGeneratorLag(intended, asserted);
+                Latency.Record(LatencyStage.TopHalf, cpu, entry, intended, asserted);
+                ring.Push(intended, asserted);
                 moved++;
             }
             if (!full)
@@ -117,13 +123,15 @@ internal abstract class DeferredLinePath : LinePath
             long start = Stopwatch.GetTimestamp();
             for (long i = 0; i < n; i++)
             {
-                Latency.Record(LatencyStage.BottomHalfStart, cpu, start, ring.Peek(i));
+                ring.Peek(i, out long intended, out long asserted);
+                Latency.Record(LatencyStage.BottomHalfStart, cpu, start, intended, asserted);
             }
             Work(start, n);
             long end = Stopwatch.GetTimestamp();
             for (long i = 0; i < n; i++)
             {
-                Latency.Record(LatencyStage.BottomHalfEnd, cpu, end, ring.Peek(i));
+                ring.Peek(i, out long intended, out long asserted);
+                Latency.Record(LatencyStage.BottomHalfEnd, cpu, end, intended, asserted);
             }
             ring.Release(n);
             fault |= CompleteBatch(n);

@@ -4,8 +4,8 @@ using System.Runtime.InteropServices;
 namespace DeferRuntime.Cli.Storm.Paths;
 
 /// <summary>
-/// What a top half hands its bottom half: the assertion timestamps of the events it took from the
-/// device, in a pre-allocated single-producer single-consumer ring (the driver's own queue between
+/// What a top half hands its bottom half: the two stamps of each event it took from the device (its
+/// intended time and its assert time), in a pre-allocated single-producer single-consumer ring (the driver's own queue between
 /// hard-IRQ and deferred context, like a block driver's completion list).
 /// </summary>
 /// <remarks>
@@ -17,7 +17,7 @@ namespace DeferRuntime.Cli.Storm.Paths;
 /// </remarks>
 internal sealed class HandoffRing
 {
-    private readonly long[] _slots; // I
+    private readonly long[] _slots; // I: two per entry (intended, asserted)
     private readonly int _mask; // I
     private Padded _head; // producer
     private Padded _tail; // consumer
@@ -28,7 +28,7 @@ internal sealed class HandoffRing
         {
             throw new ArgumentOutOfRangeException(nameof(capacity), capacity, "a power of two, at least 2");
         }
-        _slots = new long[capacity];
+        _slots = new long[capacity * 2];
         _mask = capacity - 1;
     }
 
@@ -36,15 +36,17 @@ internal sealed class HandoffRing
     public bool IsFull
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => _head.Value - Volatile.Read(ref _tail.Value) == _slots.Length;
+        get => _head.Value - Volatile.Read(ref _tail.Value) > _mask;
     }
 
-    /// <summary>Producer: appends one timestamp; the caller checked <see cref="IsFull"/>.</summary>
+    /// <summary>Producer: appends one event's stamps; the caller checked <see cref="IsFull"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Push(long asserted)
+    public void Push(long intended, long asserted)
     {
         long head = _head.Value;
-        _slots[head & _mask] = asserted;
+        long slot = (head & _mask) * 2;
+        _slots[slot] = intended;
+        _slots[slot + 1] = asserted;
         Volatile.Write(ref _head.Value, head + 1);
     }
 
@@ -57,7 +59,12 @@ internal sealed class HandoffRing
 
     /// <summary>Consumer: the <paramref name="i"/>-th oldest entry not yet released.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public long Peek(long i) => _slots[(_tail.Value + i) & _mask];
+    public void Peek(long i, out long intended, out long asserted)
+    {
+        long slot = ((_tail.Value + i) & _mask) * 2;
+        intended = _slots[slot];
+        asserted = _slots[slot + 1];
+    }
 
     /// <summary>Consumer: frees the <paramref name="count"/> oldest entries (after reading them).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

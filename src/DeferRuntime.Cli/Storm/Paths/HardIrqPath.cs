@@ -27,30 +27,38 @@ internal sealed class HardIrqPath : LinePath
         var source = Source;
         // The whole FIFO in one pass: the stamps are read twice (entry, then end), so take them into
         // the pass in bounded chunks without a second buffer: record entry-side stages as they come,
-        // and the end stage against one clock read per chunk.
-        Span<long> chunk = stackalloc long[64];
+        // and the end stage against one clock read per chunk. An event asserted after the entry stamp
+        // is timed from a fresh read: the handler took it then.
+        Span<long> chunk = stackalloc long[128];
         long events = 0;
         while (true)
         {
             int n = 0;
-            while (n < chunk.Length && source.TryTake(out long asserted))
+            while (n < chunk.Length && source.TryTake(out long intended, out long asserted))
             {
-                Latency.Record(LatencyStage.TopHalf, cpu, entry, asserted);
-                Latency.Record(LatencyStage.BottomHalfStart, cpu, entry, asserted);
+                if (asserted >= entry)
+                {
+                    entry = Stopwatch.GetTimestamp();
+                }
+                Latency.RecordGeneratorLag(intended, asserted);
+                Latency.Record(LatencyStage.TopHalf, cpu, entry, intended, asserted);
+                Latency.Record(LatencyStage.BottomHalfStart, cpu, entry, intended, asserted);
+                chunk[n++] = intended;
                 chunk[n++] = asserted;
             }
             if (n == 0)
             {
                 break;
             }
+            n /= 2;
             Work(entry, n);
             long end = Stopwatch.GetTimestamp();
             for (int i = 0; i < n; i++)
             {
-                Latency.Record(LatencyStage.BottomHalfEnd, cpu, end, chunk[i]);
+                Latency.Record(LatencyStage.BottomHalfEnd, cpu, end, chunk[2 * i], chunk[(2 * i) + 1]);
             }
             events += n;
-            if (n < chunk.Length)
+            if (n < chunk.Length / 2)
             {
                 break;
             }

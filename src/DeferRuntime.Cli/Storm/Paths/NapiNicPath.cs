@@ -16,7 +16,8 @@ namespace DeferRuntime.Cli.Storm.Paths;
 /// <remarks>
 /// <para>"Assert" for this path is the send: the sender stamps each datagram just before send(2), so its
 /// latencies include the loopback stack and the device thread's poll(2) wake-up, as a real NIC's include
-/// the wire. The stamp is kept in a ring indexed by sequence number, which the frame carries; the sender
+/// the wire; its intended time is when the pacer said it was due. The stamps are kept in rings indexed by
+/// sequence number, which the frame carries; the sender
 /// never has more than the ring's size unprocessed (its window), so a stamp is read before it is reused.
 /// The window also keeps the kernel's socket buffer from overflowing: UDP has no flow control.</para>
 /// <para>Only frames the top half itself moved into the ring have a top-half latency; under a flood most
@@ -27,8 +28,10 @@ internal sealed class NapiNicPath : StormPath
     private readonly LoopbackNic _nic;
     private readonly NapiStruct _napi;
     private readonly long[] _sentAt; // I: send stamps by sequence & _mask (sender writes, poll reads)
+    private readonly long[] _intendedAt; // I: intended send times, likewise
     private readonly int _mask; // I
-    private readonly long[] _batch; // poll: the stamps of the frames of one poll
+    private readonly long[] _batch; // poll: the send stamps of the frames of one poll
+    private readonly long[] _batchIntended; // poll: their intended times
     private readonly LoopbackSender _sender; // sender thread: one for every phase, so sequence numbers run on
     private IrqAction? _action;
     private Thread? _senderThread;
@@ -41,9 +44,11 @@ internal sealed class NapiNicPath : StormPath
     private long _processed; // poll: frames processed (all phases)
     private long _badFrames; // poll
     private long _topEntry; // top half -> poll: entry stamp of the top half that moved _topFrames
+    private long _topTaken; // top half -> poll: its stamp after it moved them (for frames sent after its entry)
     private int _topFrames; // top half -> poll: frames that top half moved (they get a top-half latency)
     private long _faultCharge; // poll: packets net_rx_action charged for polls that threw beyond their real work
     private long _windowStalls; // sender
+    private string? _senderPinError; // sender
     private long _lateArrivals; // sender
     private long _phaseStart, _phaseEnd; // sender: the measured phase's generation interval
     private LoopbackNicStats? _baseline;
@@ -52,7 +57,7 @@ internal sealed class NapiNicPath : StormPath
     public NapiNicPath(PathContext context)
         : base(StormPathKind.Napi, context)
     {
-        _nic = new LoopbackNic(context.Runtime, new LoopbackNicOptions { Name = "storm-nic" });
+        _nic = new LoopbackNic(context.Runtime, new LoopbackNicOptions { Name = "storm-nic", DeviceCores = context.DeviceCores });
         // Window: what the kernel's socket buffer surely holds, assuming 2 KiB of its accounting per small
         // datagram (as the NicDriver sample does); a power of two, 64 to 4096.
         int window = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(_nic.SocketReceiveBufferBytes / 2048, 64, 4096));
@@ -62,9 +67,11 @@ internal sealed class NapiNicPath : StormPath
         }
         Window = window;
         _sentAt = new long[window];
+        _intendedAt = new long[window];
         _mask = window - 1;
         _napi = context.Runtime.NetRx.NapiAdd(Poll, "storm-nic");
         _batch = new long[_napi.Weight];
+        _batchIntended = new long[_napi.Weight];
         _sender = new LoopbackSender(_nic.LocalEndPoint, senderId: 0);
     }
 
@@ -88,6 +95,11 @@ internal sealed class NapiNicPath : StormPath
     public TimeSpan Elapsed => _phaseEnd == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(_phaseStart, _phaseEnd);
 
     public bool IsSending => _sending;
+
+    /// <summary>Device threads the OS refused to pin to --device-cores, and why.</summary>
+    public IReadOnlyList<string> PinErrors =>
+        new[] { ("nic-sender", Volatile.Read(ref _senderPinError)), ("nic/storm-nic", _nic.PinError) }
+            .Where(e => e.Item2 is not null).Select(e => $"{e.Item1}: {e.Item2}").ToArray();
 
     public LoopbackNicStats NicStats => _nic.GetStats();
 
@@ -142,6 +154,10 @@ internal sealed class NapiNicPath : StormPath
         try
         {
             var sender = _sender;
+            if (Context.DeviceCores is { Count: > 0 } cores)
+            {
+                Volatile.Write(ref _senderPinError, DeferRuntime.Platform.ThreadPlacement.PinCurrentThreadToCores(cores.ToArray()));
+            }
             var pacer = new ArrivalPacer(rate, arrival, burstLength, seed, TimeSpan.FromMilliseconds(1));
             long start = Stopwatch.GetTimestamp();
             long end = start + (long)(duration.TotalSeconds * Stopwatch.Frequency);
@@ -150,7 +166,7 @@ internal sealed class NapiNicPath : StormPath
             pacer.Begin(start);
             while (!_stopSending)
             {
-                int burst = pacer.WaitNext(end, () => _stopSending);
+                int burst = pacer.WaitNext(end, () => _stopSending, out long due);
                 if (burst == 0)
                 {
                     break;
@@ -167,6 +183,7 @@ internal sealed class NapiNicPath : StormPath
                             backoff.SpinOnce(sleep1Threshold: -1);
                         }
                     }
+                    _intendedAt[seq & _mask] = due;
                     _sentAt[seq & _mask] = Stopwatch.GetTimestamp();
                     sender.Send(1);
                     Volatile.Write(ref _sent, seq + 1);
@@ -196,6 +213,8 @@ internal sealed class NapiNicPath : StormPath
             return IrqReturn.None;
         }
         int moved = _nic.ReceiveIntoRing();
+        // A frame sent after the entry stamp was taken by the top half later: it gets the stamp taken once it was in the ring.
+        Volatile.Write(ref _topTaken, Stopwatch.GetTimestamp());
         Volatile.Write(ref _topEntry, entry);
         Volatile.Write(ref _topFrames, moved);
         _napi.Schedule();
@@ -208,6 +227,7 @@ internal sealed class NapiNicPath : StormPath
         int cpu = CpuContext.CurrentCpuId;
         long start = Stopwatch.GetTimestamp();
         long topEntry = Volatile.Read(ref _topEntry);
+        long topTaken = Volatile.Read(ref _topTaken);
         int topFrames = Volatile.Read(ref _topFrames);
         int work = 0;
         while (work < budget)
@@ -221,23 +241,26 @@ internal sealed class NapiNicPath : StormPath
                 start = Stopwatch.GetTimestamp(); // these frames' bottom half starts now
                 continue;
             }
-            long sent;
+            long sent, intended;
             if (NicFrame.TryRead(frame, out _, out long seq))
             {
                 sent = _sentAt[seq & _mask];
+                intended = _intendedAt[seq & _mask];
             }
             else
             {
-                sent = start; // a corrupt frame: counted, processed, timed from now
+                sent = intended = start; // a corrupt frame: counted, processed, timed from now
                 _badFrames++;
             }
             _nic.Rx.Release();
+            Latency.RecordGeneratorLag(intended, sent);
             if (topFrames > 0)
             {
                 topFrames--;
-                Latency.Record(LatencyStage.TopHalf, cpu, topEntry, sent);
+                Latency.Record(LatencyStage.TopHalf, cpu, sent <= topEntry ? topEntry : topTaken, intended, sent);
             }
-            Latency.Record(LatencyStage.BottomHalfStart, cpu, start, sent);
+            Latency.Record(LatencyStage.BottomHalfStart, cpu, start, intended, sent);
+            _batchIntended[work] = intended;
             _batch[work++] = sent;
         }
         Volatile.Write(ref _topFrames, topFrames);
@@ -245,7 +268,7 @@ internal sealed class NapiNicPath : StormPath
         long end = Stopwatch.GetTimestamp();
         for (int i = 0; i < work; i++)
         {
-            Latency.Record(LatencyStage.BottomHalfEnd, cpu, end, _batch[i]);
+            Latency.Record(LatencyStage.BottomHalfEnd, cpu, end, _batchIntended[i], _batch[i]);
         }
         Volatile.Write(ref _processed, _processed + work);
         bool fault = work > 0 && CompleteBatch(work);

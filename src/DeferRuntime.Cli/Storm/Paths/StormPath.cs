@@ -8,7 +8,8 @@ namespace DeferRuntime.Cli.Storm.Paths;
 /// <param name="WorkTicks">Simulated work per event in the bottom half (Stopwatch ticks, 0 for none).</param>
 /// <param name="ThrowEvery">--fault throw-every=N: the handler that completes the Nth, 2Nth, ... event throws (0: off).</param>
 /// <param name="HandoffCapacity">Top-half to bottom-half queue size per path (per CPU for the softirq path).</param>
-internal sealed record PathContext(Runtime Runtime, long WorkTicks, long ThrowEvery, int HandoffCapacity);
+/// <param name="DeviceCores">OS cores for the device threads (--device-cores); empty: not pinned.</param>
+internal sealed record PathContext(Runtime Runtime, long WorkTicks, long ThrowEvery, int HandoffCapacity, IReadOnlyList<int>? DeviceCores = null);
 
 /// <summary>The exception a handler throws under <c>--fault throw-every=N</c>; the report counts it in the runtime's fault log.</summary>
 internal sealed class InjectedFaultException : Exception

@@ -24,6 +24,15 @@ internal static class CompareReport
             Add("end p99 µs", pa.BottomHalfEnd.P99Us, pb.BottomHalfEnd.P99Us);
             Add("end p99.9 µs", pa.BottomHalfEnd.P999Us, pb.BottomHalfEnd.P999Us);
             Add("end max µs", pa.BottomHalfEnd.MaxUs, pb.BottomHalfEnd.MaxUs);
+            // The rows above are from the intended time; the same without the device's lag, and that lag.
+            if (pa.BottomHalfEndFromAssert is { } ea && pb.BottomHalfEndFromAssert is { } eb)
+            {
+                Add("end p99 µs (assert)", ea.P99Us, eb.P99Us);
+            }
+            if (pa.GeneratorLag is { } ga && pb.GeneratorLag is { } gb)
+            {
+                Add("gen lag p99 µs", ga.P99Us, gb.P99Us);
+            }
         }
         static double Sum(StormRunResult r, Func<CpuTimeInfo, double?> part) => r.Cpus.Sum(c => part(c.Time) ?? 0);
         void AddCpu(string metric, Func<CpuTimeInfo, double?> part)

@@ -21,9 +21,10 @@ internal static class ConsoleReport
         console.MarkupLine(Markup.Escape(string.Create(Inv,
             $"options: preset {o.Preset}, {o.Cpus} CPUs, {o.DurationSeconds:0.##} s (+{o.WarmupSeconds:0.##} s warm-up), {o.Arrival} arrivals (burst {o.BurstLength}), idle {o.IdlePolicy}, pinning {(o.Pinning ? "on" : "off")}, priorities {o.Priorities} (cpu/N nice {o.CpuNice}, ksoftirqd nice {o.KsoftirqdNice}), HZ {o.Hz}, work/event {o.WorkUs:0.##} µs, wq watchdog {o.WatchdogMs:N0} ms, seed {o.Seed}{(o.Faults.Count > 0 ? ", faults: " + string.Join(" ", o.Faults) : "")}")));
         RenderPlacements(console, run, full);
+        RenderTopology(console, run);
         var g = run.Generator;
         console.MarkupLine(Markup.Escape(string.Create(Inv,
-            $"generator (device threads {g.DeviceThreadPriority}): requested {g.RequestedRate:N0}/s, achieved {g.AchievedRate:N0}/s over {g.ElapsedSeconds:0.###} s, max lag {g.MaxLagUs:N0} µs{(g.FellBehind ? $" -- FELL BEHIND ({g.LateEvents:N0} late arrivals, {StormReport.DescribeLateLag(TimeSpan.FromMilliseconds(g.LateLagMs), g.LateRunDelayMs is { } rd ? TimeSpan.FromMilliseconds(rd) : null)}): the storm delivered was slower than asked" : "")}{(g.BacklogStalls > 0 ? $"; {g.BacklogStalls:N0} backlog stalls" : "")}")));
+            $"generator (device threads {g.DeviceThreadPriority}): requested {g.RequestedRate:N0}/s, achieved {g.AchievedRate:N0}/s over {g.ElapsedSeconds:0.###} s, max lag {g.MaxLagUs:N0} µs{(g.FellBehind ? $" -- FELL BEHIND ({g.Stalls:N0} stalls, {g.LateEvents:N0} events more than 1 ms late, {StormReport.DescribeLateLag(TimeSpan.FromMilliseconds(g.LateLagMs), g.LateRunDelayMs is { } rd ? TimeSpan.FromMilliseconds(rd) : null)}): the schedule kept, each late event timed from its intended time (see gen lag)" : "")}{(g.CatchUpMs > 0 ? $"; caught up {g.CatchUpMs:N1} ms past the duration" : "")}{(g.BacklogStalls > 0 ? $"; {g.BacklogStalls:N0} backlog stalls" : "")}")));
         console.WriteLine();
 
         RenderAccounting(console, run);
@@ -77,6 +78,22 @@ internal static class ConsoleReport
         }
     }
 
+    private static void RenderTopology(IAnsiConsole console, StormRunResult run)
+    {
+        if (run.Topology is not { } t)
+        {
+            return;
+        }
+        string cores = string.Join("; ", t.Cores.Select(c =>
+            $"core {c.Core.ToString(Inv)}: {string.Join(", ", c.Cpus.Select(cpu => $"cpu/{cpu.ToString(Inv)}").Concat(c.DeviceThreads))}"));
+        string devices = t.DeviceThreadCores.Count > 0 ? "" : "; device threads unpinned (any core)";
+        console.MarkupLine(Markup.Escape($"topology (--device-cores {t.DeviceCores}): {(cores.Length > 0 ? cores : "virtual CPUs unpinned")}{devices}"));
+        foreach (string w in t.Warnings)
+        {
+            console.MarkupLine($"[yellow]warning:[/] {Markup.Escape(w)}");
+        }
+    }
+
     // The three main tables split, the key column repeated, when the console is narrower than they are (80 columns).
     private static void RenderAccounting(IAnsiConsole console, StormRunResult run)
     {
@@ -95,16 +112,26 @@ internal static class ConsoleReport
 
     private static void RenderLatency(IAnsiConsole console, StormRunResult run)
     {
-        var table = new SplitTable("latency from assert, µs (HdrHistogram)", keyColumns: 2).Column("path", right: false).Column("stage", right: false)
-            .Columns("count", "p50", "p90", "p99", "p99.9", "p99.99", "max");
+        var table = new SplitTable("latency from intended time, µs (HdrHistogram)", keyColumns: 2)
+            .Column("path", right: false).Column("stage", right: false)
+            .Columns("count", "p50", "p90", "p99", "p99.9", "p99.99", "max", "p99 assert", "max assert");
         foreach (var p in run.Paths)
         {
-            foreach (var (stage, s) in new[] { ("top half", p.TopHalf), ("bh start", p.BottomHalfStart), ("bh end", p.BottomHalfEnd) })
+            foreach (var (stage, s, a) in new[] { ("top half", p.TopHalf, p.TopHalfFromAssert), ("bh start", p.BottomHalfStart, p.BottomHalfStartFromAssert), ("bh end", p.BottomHalfEnd, p.BottomHalfEndFromAssert) })
             {
-                table.AddRow(stage == "top half" ? p.Name : "", stage, N(s.Count), Us(s.P50Us), Us(s.P90Us), Us(s.P99Us), Us(s.P999Us), Us(s.P9999Us), Us(s.MaxUs));
+                table.AddRow(stage == "top half" ? p.Name : "", stage, N(s.Count), Us(s.P50Us), Us(s.P90Us), Us(s.P99Us), Us(s.P999Us), Us(s.P9999Us), Us(s.MaxUs),
+                    a is null ? "-" : Us(a.P99Us), a is null ? "-" : Us(a.MaxUs));
+            }
+            if (p.GeneratorLag is { } lag)
+            {
+                table.AddRow("", "gen lag", N(lag.Count), Us(lag.P50Us), Us(lag.P90Us), Us(lag.P99Us), Us(lag.P999Us), Us(lag.P9999Us), Us(lag.MaxUs), "", "");
             }
         }
         table.Write(console);
+        long unordered = run.Paths.Sum(p => p.UnorderedSamples);
+        console.MarkupLine("assert columns: from the actual assert, without the generator's lag.");
+        console.MarkupLine(Markup.Escape(string.Create(Inv,
+            $"gen lag: intended time -> assert (napi: -> send), the device's own lateness, included in the latencies from intended time. Stamps before their event: {unordered:N0}{(unordered == 0 ? "" : " (a clock problem: recorded as 0)")}.")));
     }
 
     private static void RenderCpus(IAnsiConsole console, StormRunResult run)

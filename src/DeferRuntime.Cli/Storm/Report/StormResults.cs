@@ -16,11 +16,14 @@ namespace DeferRuntime.Cli.Storm.Report;
 /// <param name="ExitCode">The process exit code: 0 when every run passed.</param>
 /// <param name="Runs">The runs, in order (two under --compare: A then B).</param>
 /// <param name="Comparison">The ratio table under --compare, else null.</param>
+/// <param name="Interrupted">Ctrl-C (SIGINT) or SIGTERM ended the storm early: the runs drained and are reported in full, over the time they ran.</param>
 internal sealed record StormDocument(
     int SchemaVersion, string Command, string Mode, DateTimeOffset StartedAt, int ExitCode,
-    IReadOnlyList<StormRunResult> Runs, ComparisonResult? Comparison)
+    IReadOnlyList<StormRunResult> Runs, ComparisonResult? Comparison, bool Interrupted = false)
 {
-    public const int CurrentSchemaVersion = 1;
+    // 2: latencies (topHalf, bottomHalfStart, bottomHalfEnd) are from each event's intended time, not its
+    // assert (that view is now *FromAssert); generator.lateEvents and lateLagMs count without re-anchoring.
+    public const int CurrentSchemaVersion = 2;
 }
 
 /// <summary>One storm run.</summary>
@@ -32,7 +35,14 @@ internal sealed record StormRunResult(
     MachineInfo Machine, OptionsInfo Options, IReadOnlyList<PlacementInfo> Placements, GeneratorInfo Generator,
     IReadOnlyList<PathResult> Paths, TotalsInfo Totals, IReadOnlyList<IdentityCheck> Identities,
     IReadOnlyList<CpuResult> Cpus, double? UnboundWorkersCpuMs, NapiResult? Napi, FaultsResult Faults, GcInfo Gc,
-    ProcTables Tables);
+    ProcTables Tables)
+{
+    /// <summary>Ctrl-C or SIGTERM ended this run's storm early (it drained and is reported over the time it ran).</summary>
+    public bool Interrupted { get; init; }
+
+    /// <summary>Which core ran which virtual CPUs and device threads, and the warnings about sharing.</summary>
+    public TopologyInfo? Topology { get; init; }
+}
 
 /// <summary>The machine and process.</summary>
 internal sealed record MachineInfo(
@@ -52,13 +62,32 @@ internal sealed record PlacementInfo(string Thread, int Cpu, int? Core, bool Pin
 /// <summary>The synthetic storm generator (all paths but napi).</summary>
 /// <param name="RequestedRate">Events per second asked for over its lines.</param>
 /// <param name="AchievedRate">Events per second it generated.</param>
-/// <param name="FellBehind">It could not pace the rate (more than 1 ms behind): the storm it delivered was slower.</param>
-/// <param name="LateLagMs">The late arrivals' lag, summed.</param>
+/// <param name="FellBehind">It fell more than 1 ms behind its schedule at least once; the events due meanwhile kept their intended time, so the lag is in the latencies.</param>
+/// <param name="MaxLagUs">The furthest behind its schedule it found itself, µs.</param>
+/// <param name="LateEvents">Events asserted more than 1 ms after their intended time.</param>
+/// <param name="LateLagMs">The stalls (stretches of late events), each by its largest lag, summed.</param>
 /// <param name="LateRunDelayMs">Of it, the time the generator waited for a CPU of this OS; the rest the OS counted as the thread running or asleep (on a VM: its vCPU not running). Null where the OS does not say.</param>
 /// <param name="DeviceThreadPriority">The priority the device threads (generator, NIC sender) ran at, and whether the OS granted it.</param>
+/// <param name="Stalls">Stretches of events more than 1 ms late.</param>
+/// <param name="CatchUpMs">How long past the end of the duration it went on, asserting events due within it.</param>
 internal sealed record GeneratorInfo(
     double RequestedRate, double AchievedRate, double ElapsedSeconds, bool FellBehind, double MaxLagUs, long LateEvents,
-    double LateLagMs, double? LateRunDelayMs, long BacklogStalls, long Abandoned, long AllocatedBytes, string DeviceThreadPriority);
+    double LateLagMs, double? LateRunDelayMs, long BacklogStalls, long Abandoned, long AllocatedBytes, string DeviceThreadPriority,
+    long Stalls = 0, double CatchUpMs = 0);
+
+/// <summary>Where the device threads and the virtual CPUs ran (--device-cores).</summary>
+/// <param name="DeviceCores">The setting: "auto", "none" or a core list.</param>
+/// <param name="DeviceThreadCores">The OS cores the device threads (storm generator, NIC sender and device thread) were pinned to; empty: not pinned, they share the CPUs' cores.</param>
+/// <param name="CpuCores">Per virtual CPU, its core (pinned) or null.</param>
+/// <param name="Cores">Per OS core used: what runs there.</param>
+/// <param name="PinErrors">Device threads the OS refused to pin, and why.</param>
+/// <param name="Warnings">Device threads sharing a core with CPUs, more virtual CPUs than cores, refused pins.</param>
+internal sealed record TopologyInfo(
+    string DeviceCores, IReadOnlyList<int> DeviceThreadCores, IReadOnlyList<int?> CpuCores, IReadOnlyList<CoreUse> Cores,
+    IReadOnlyList<string> PinErrors, IReadOnlyList<string> Warnings);
+
+/// <summary>One OS core: the virtual CPUs pinned there and the device threads.</summary>
+internal sealed record CoreUse(int Core, IReadOnlyList<int> Cpus, IReadOnlyList<string> DeviceThreads);
 
 /// <summary>One path's counts and latencies over the measured storm.</summary>
 /// <param name="Name">The path (hardirq, tasklet, softirq, threaded, wq-bound, wq-unbound, bh-wq, napi).</param>
@@ -77,14 +106,29 @@ internal sealed record GeneratorInfo(
 /// <param name="EventsPerBatch">Handled / Batches.</param>
 /// <param name="ThroughputPerSecond">Handled per second of generation.</param>
 /// <param name="InjectedFaults">Handler runs that threw under --fault throw-every.</param>
-/// <param name="TopHalf">Assert -> top half (napi: only frames the top half moved).</param>
-/// <param name="BottomHalfStart">Assert -> start of the bottom-half batch.</param>
-/// <param name="BottomHalfEnd">Assert -> end of the bottom-half batch.</param>
+/// <param name="TopHalf">Intended time -> top half taking the event (napi: only frames the top half moved).</param>
+/// <param name="BottomHalfStart">Intended time -> start of the bottom-half batch.</param>
+/// <param name="BottomHalfEnd">Intended time -> end of the bottom-half batch.</param>
 internal sealed record PathResult(
     string Name, string BottomHalf, int Irq, double RequestedRate, long Generated, long Delivered, long Coalesced, long Latched,
     long IrqRuns, long Reraises, long Handled, long Lost, long Batches, double EventsPerBatch, double ThroughputPerSecond,
     long InjectedFaults, LatencyStats TopHalf, LatencyStats BottomHalfStart, LatencyStats BottomHalfEnd)
 {
+    /// <summary>Assert -> top half: the same stage without the generator's lag.</summary>
+    public LatencyStats? TopHalfFromAssert { get; init; }
+
+    /// <summary>Assert -> start of the bottom-half batch.</summary>
+    public LatencyStats? BottomHalfStartFromAssert { get; init; }
+
+    /// <summary>Assert -> end of the bottom-half batch.</summary>
+    public LatencyStats? BottomHalfEndFromAssert { get; init; }
+
+    /// <summary>The device's own lag per event: intended time -> assert (napi: -> send).</summary>
+    public LatencyStats? GeneratorLag { get; init; }
+
+    /// <summary>Samples (all stages) whose stamp was not after the event's assert: 0, since each stage's stamp is taken for the event it measures.</summary>
+    public long UnorderedSamples { get; init; }
+
     /// <summary>The merged histograms (ns), for plots; not in the JSON.</summary>
     [JsonIgnore]
     public IReadOnlyList<LongHistogram> Histograms { get; init; } = [];
