@@ -114,8 +114,10 @@ internal sealed class HrtimerBase : ILockedBase
                 Remove(timer);
                 Volatile.Write(ref timer.RunningOn, this);
                 BaseLocking.RunUnlocked(BaseLock, ctx, timer, static t => t.Invoke(), static t => $"hrtimer '{t.Name}'");
-                // __run_hrtimer(): re-queue on HRTIMER_RESTART unless the callback started it itself.
-                if (timer.Result == HrtimerRestart.Restart && timer.HeapIndex < 0)
+                // __run_hrtimer(): re-queue on HRTIMER_RESTART unless the callback started it itself. Not
+                // once callbacks are closed (shutdown gave up): a refused callback returned nothing, and its
+                // last answer would re-arm it at a past expiry, to be refused again at every tick.
+                if (timer.Result == HrtimerRestart.Restart && timer.HeapIndex < 0 && !runtime.CallbacksClosed)
                 {
                     Enqueue(timer);
                 }
