@@ -94,6 +94,19 @@ internal static class CliLimits
             : throw new CliUsageException(string.Create(CultureInfo.InvariantCulture,
                 $"{name} {cpus}: must be 1 to {MaxCpus} (4 virtual CPUs per processor, at most 256; this machine has {Environment.ProcessorCount} processors)"));
 
+    /// <summary>Runs per side under --compare when --repeat is not given.</summary>
+    public const int DefaultRepeat = 3;
+
+    /// <summary>Most runs per side under --compare.</summary>
+    public const int MaxRepeat = 20;
+
+    /// <summary>Checks --repeat against 1..<see cref="MaxRepeat"/>.</summary>
+    public static int Repeat(int repeat, string name) =>
+        repeat >= 1 && repeat <= MaxRepeat
+            ? repeat
+            : throw new CliUsageException(string.Create(CultureInfo.InvariantCulture,
+                $"{name} {repeat}: must be 1 to {MaxRepeat} runs per side"));
+
     /// <summary>Checks a per-path rate against <see cref="MaxRate"/>.</summary>
     public static double Rate(double rate, string name) =>
         double.IsFinite(rate) && rate > 0 && rate <= MaxRate

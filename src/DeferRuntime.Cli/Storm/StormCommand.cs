@@ -53,14 +53,15 @@ internal static class StormCommand
         var json = new Option<string?>("--json") { Description = "Write the report as JSON (schemaVersion 2) to this file" };
         var csv = new Option<string?>("--csv") { Description = "Write one CSV row per path (and run) to this file" };
         var plot = new Option<string?>("--plot") { Description = "Write PNG latency CDFs and histograms per path into this directory" };
-        var compare = new Option<string?>("--compare") { Description = "Run the storm twice and print B/A ratios: key=A,B with key idle, pin, priorities, arrival, cpus, ksoftirqd-nice, let-ksoftirqd, work-us (e.g. idle=poll,halt)" };
+        var compare = new Option<string?>("--compare") { Description = "Run the storm under two option sets, alternating A, B --repeat times each, and print medians, min-max and B/A ratios of the medians: key=A,B with key idle, pin, priorities, arrival, cpus, ksoftirqd-nice, let-ksoftirqd, work-us (e.g. idle=poll,halt)" };
+        var repeat = new Option<int?>("--repeat") { Description = $"With --compare: runs per side, alternating A, B, A, B, ... (default {CliLimits.DefaultRepeat}, 1 to {CliLimits.MaxRepeat}); the report gives each side's median and min-max and the ratio of the medians" };
         var noProgress = new Option<bool>("--no-progress") { Description = "No live progress" };
         var brief = new Option<bool>("--brief") { Description = "Leave out the placements and /proc tables" };
 
         var command = new Command("storm", "Drive synthetic interrupt storms through a driver of each bottom-half kind (hard IRQ, tasklet, softirq, threaded IRQ, bound/unbound/BH workqueue, NAPI NIC on loopback UDP) and report latency, accounting, /proc tables, ksoftirqd, NAPI, CPU time and OS placement.")
         {
             preset, cpus, deviceCores, duration, warmup, rate, rates, arrival, burst, paths, idle, pin, noPin, priorities, cpuNice, ksoftirqdNice,
-            letKsoftirqd, work, watchdog, faults, seed, drain, json, csv, plot, compare, noProgress, brief,
+            letKsoftirqd, work, watchdog, faults, seed, drain, json, csv, plot, compare, repeat, noProgress, brief,
         };
         var outputOptions = new StormOutputs.Options();
         foreach (var option in outputOptions.All)
@@ -72,6 +73,7 @@ internal static class StormCommand
             var console = CliApp.Console;
             StormSettings settings;
             (string Key, string A, string B)? comparison = null;
+            int repeats = 1;
             StormOutputs outputs;
             try
             {
@@ -126,6 +128,11 @@ internal static class StormCommand
                     comparison = ParseCompare(spec);
                     _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.A);
                     _ = StormCompare.Apply(settings, comparison.Value.Key, comparison.Value.B);
+                    repeats = CliLimits.Repeat(parse.GetValue(repeat) ?? CliLimits.DefaultRepeat, "--repeat");
+                }
+                else if (parse.GetValue(repeat) is { } r)
+                {
+                    throw new CliUsageException(string.Create(CultureInfo.InvariantCulture, $"--repeat {r}: only with --compare (it repeats the two sides)"));
                 }
                 // Every output path before the storm: a typo costs nothing.
                 outputs = outputOptions.Get(parse, parse.GetValue(json), parse.GetValue(csv), parse.GetValue(plot));
@@ -136,37 +143,57 @@ internal static class StormCommand
                 return CliApp.UsageError(e.Message, "storm");
             }
 
-            return Execute(console, settings, comparison, outputs, progress: !parse.GetValue(noProgress), full: !parse.GetValue(brief));
+            return Execute(console, settings, comparison, repeats, outputs, progress: !parse.GetValue(noProgress), full: !parse.GetValue(brief));
         });
         return command;
     }
 
-    private static int Execute(IAnsiConsole console, StormSettings settings, (string Key, string A, string B)? comparison,
+    /// <summary>The runs of a storm in order: one, or under --compare A1, B1, A2, B2, ... <paramref name="repeats"/> of each side.</summary>
+    internal static IReadOnlyList<(string Label, string? Side, int? Repeat, StormSettings Settings)> Plan(
+        StormSettings settings, (string Key, string A, string B)? comparison, int repeats)
+    {
+        if (comparison is not { } c)
+        {
+            return [("storm", null, null, settings)];
+        }
+        var a = StormCompare.Apply(settings, c.Key, c.A);
+        var b = StormCompare.Apply(settings, c.Key, c.B);
+        var plan = new List<(string, string?, int?, StormSettings)>();
+        for (int i = 1; i <= repeats; i++)
+        {
+            string suffix = repeats == 1 ? "" : "#" + i.ToString(CultureInfo.InvariantCulture);
+            plan.Add(($"{c.Key}={c.A}{suffix}", "A", i, a));
+            plan.Add(($"{c.Key}={c.B}{suffix}", "B", i, b));
+        }
+        return plan;
+    }
+
+    private static int Execute(IAnsiConsole console, StormSettings settings, (string Key, string A, string B)? comparison, int repeats,
         StormOutputs outputs, bool progress, bool full)
     {
         using var intervals = outputs.CreateIntervalLog();
         var startedAt = DateTimeOffset.UtcNow;
         var runs = new List<StormRunResult>();
         using var interrupt = StormInterrupt.Listen(Console.Error);
-        var sets = comparison is { } c
-            ? new[] { ($"{c.Key}={c.A}", StormCompare.Apply(settings, c.Key, c.A)), ($"{c.Key}={c.B}", StormCompare.Apply(settings, c.Key, c.B)) }
-            : new[] { ("storm", settings) };
-        foreach (var (label, s) in sets)
+        foreach (var (label, side, repeat, s) in Plan(settings, comparison, repeats))
         {
-            console.MarkupLine(Markup.Escape($"deferrt storm{(label == "storm" ? "" : " [" + label + "]")}: {StormRunner.Describe(s)}; paths {string.Join(",", s.Paths.Select(p => p.CliName()))}, {s.TotalRate:N0} events/s in all"));
-            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress), intervals, interrupt);
+            string which = side is null ? "" : $" [{side}{repeat}: {label}]";
+            console.MarkupLine(Markup.Escape($"deferrt storm{which}: {StormRunner.Describe(s)}; paths {string.Join(",", s.Paths.Select(p => p.CliName()))}, {s.TotalRate:N0} events/s in all"));
+            var run = StormRunner.Run(s, label, StormProgress.Create(console, progress), intervals, interrupt) with { Side = side, Repeat = repeat };
             ConsoleReport.Render(console, run, full && comparison is null);
             runs.Add(run);
             if (interrupt.Requested)
             {
-                break; // under --compare, B does not start
+                break; // under --compare, no further run starts
             }
         }
         bool interrupted = interrupt.Requested;
         ComparisonResult? compared = null;
-        if (comparison is { } cmp && runs.Count == 2)
+        var aRuns = runs.Where(r => r.Side == "A").ToList();
+        var bRuns = runs.Where(r => r.Side == "B").ToList();
+        if (comparison is { } cmp && aRuns.Count > 0 && bRuns.Count > 0)
         {
-            compared = CompareReport.Build(cmp.Key, runs[0], runs[1]);
+            compared = CompareReport.Build(cmp.Key, aRuns, bRuns);
             console.WriteLine();
             CompareReport.Render(console, compared);
         }

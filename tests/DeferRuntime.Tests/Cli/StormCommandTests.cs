@@ -188,17 +188,26 @@ public sealed class StormCommandTests : IDisposable
     [Fact]
     public void Compare_runs_the_storm_under_both_option_sets_and_reports_ratios()
     {
-        var (exit, output, json) = Run("--paths", "hardirq,tasklet", "--compare", "idle=poll,halt");
+        var (exit, output, json) = Run("--paths", "hardirq,tasklet", "--duration", "0.15", "--compare", "idle=poll,halt", "--repeat", "2");
         Assert.True(exit == 0, output);
         Assert.Equal("compare", json.GetProperty("mode").GetString());
-        Assert.Equal(2, json.GetProperty("runs").GetArrayLength());
-        Assert.Equal("idle=poll", json.GetProperty("runs")[0].GetProperty("label").GetString());
-        Assert.Equal("poll", json.GetProperty("runs")[0].GetProperty("options").GetProperty("idlePolicy").GetString());
-        Assert.Equal("halt", json.GetProperty("runs")[1].GetProperty("options").GetProperty("idlePolicy").GetString());
+        var runs = json.GetProperty("runs").EnumerateArray().ToList();
+        Assert.Equal(["A1", "B1", "A2", "B2"], runs.Select(r => $"{r.GetProperty("side").GetString()}{r.GetProperty("repeat").GetInt32()}"));
+        Assert.Equal(["idle=poll#1", "idle=halt#1", "idle=poll#2", "idle=halt#2"], runs.Select(r => r.GetProperty("label").GetString()));
+        Assert.Equal("poll", runs[0].GetProperty("options").GetProperty("idlePolicy").GetString());
+        Assert.Equal("halt", runs[1].GetProperty("options").GetProperty("idlePolicy").GetString());
+        Assert.Equal("poll", runs[2].GetProperty("options").GetProperty("idlePolicy").GetString());
         var comparison = json.GetProperty("comparison");
         Assert.Equal("idle", comparison.GetProperty("key").GetString());
-        Assert.Contains(comparison.GetProperty("rows").EnumerateArray(), r => r.GetProperty("path").GetString() == "tasklet" && r.GetProperty("metric").GetString() == "end p99 µs");
+        Assert.Equal("idle=poll", comparison.GetProperty("a").GetString());
+        Assert.Equal(2, comparison.GetProperty("repeatsA").GetInt32());
+        Assert.Equal(2, comparison.GetProperty("repeatsB").GetInt32());
+        Assert.True(comparison.GetProperty("achievedRateA").GetDouble() > 0);
+        var row = comparison.GetProperty("rows").EnumerateArray().Single(r => r.GetProperty("path").GetString() == "tasklet" && r.GetProperty("metric").GetString() == "end p99 µs");
+        Assert.True(row.GetProperty("aMin").GetDouble() <= row.GetProperty("a").GetDouble());
+        Assert.True(row.GetProperty("a").GetDouble() <= row.GetProperty("aMax").GetDouble());
         Assert.Contains("B / A", output, StringComparison.Ordinal);
+        Assert.Contains("min-max", output, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -327,6 +336,9 @@ public sealed class StormCommandTests : IDisposable
     [InlineData("storm", "--rates", "tasklet=-5")]
     [InlineData("storm", "--duration", "-1")]
     [InlineData("storm", "--duration", "0", "--compare", "idle=poll,halt")]
+    [InlineData("storm", "--compare", "idle=poll,halt", "--repeat", "0")]
+    [InlineData("storm", "--compare", "idle=poll,halt", "--repeat", "21")]
+    [InlineData("storm", "--repeat", "3")]
     [InlineData("storm", "--device-cores", "banana")]
     [InlineData("storm", "--device-cores", "1023")]
     [InlineData("storm", "--no-such-option")]
@@ -343,7 +355,7 @@ public sealed class StormCommandTests : IDisposable
     {
         var output = new StringWriter();
         Assert.Equal(0, CliApp.Run(["storm", "--help"], output));
-        foreach (string option in new[] { "--preset", "--cpus", "--device-cores", "--duration", "--rate", "--arrival", "--paths", "--idle-policy", "--no-pin", "--priorities", "--fault", "--json", "--csv", "--plot", "--compare" })
+        foreach (string option in new[] { "--preset", "--cpus", "--device-cores", "--duration", "--rate", "--arrival", "--paths", "--idle-policy", "--no-pin", "--priorities", "--fault", "--json", "--csv", "--plot", "--compare", "--repeat" })
         {
             Assert.Contains(option, output.ToString(), StringComparison.Ordinal);
         }

@@ -14,8 +14,8 @@ namespace DeferRuntime.Cli.Storm.Report;
 /// <param name="Mode">"single" or "compare".</param>
 /// <param name="StartedAt">When the command started (UTC).</param>
 /// <param name="ExitCode">The process exit code: 0 when every run passed.</param>
-/// <param name="Runs">The runs, in order (two under --compare: A then B).</param>
-/// <param name="Comparison">The ratio table under --compare, else null.</param>
+/// <param name="Runs">The runs, in order (under --compare: A1, B1, A2, B2, ... each with its side and repeat).</param>
+/// <param name="Comparison">The comparison under --compare (medians, ranges, ratios of medians), else null.</param>
 /// <param name="Interrupted">Ctrl-C (SIGINT) or SIGTERM ended the storm early: the runs drained and are reported in full, over the time they ran.</param>
 internal sealed record StormDocument(
     int SchemaVersion, string Command, string Mode, DateTimeOffset StartedAt, int ExitCode,
@@ -39,6 +39,12 @@ internal sealed record StormRunResult(
 {
     /// <summary>Ctrl-C or SIGTERM ended this run's storm early (it drained and is reported over the time it ran).</summary>
     public bool Interrupted { get; init; }
+
+    /// <summary>Under --compare, the side this run measured ("A" or "B"); null otherwise.</summary>
+    public string? Side { get; init; }
+
+    /// <summary>Under --compare, which repeat of its side (1-based); null otherwise.</summary>
+    public int? Repeat { get; init; }
 
     /// <summary>Which core ran which virtual CPUs and device threads, and the warnings about sharing.</summary>
     public TopologyInfo? Topology { get; init; }
@@ -198,9 +204,41 @@ internal sealed record GcInfo(int Gen0, int Gen1, int Gen2, double PauseMs, long
 /// <summary>The runtime's /proc renderings at the end of the run (counts since boot, warm-up included).</summary>
 internal sealed record ProcTables(string Interrupts, string Softirqs, string SoftnetStat);
 
-/// <summary>--compare: the same storm under two option sets.</summary>
+/// <summary>--compare: the same storm under two option sets, each run --repeat times (alternating A, B).</summary>
 /// <param name="Key">The option compared (idle, pin, priorities, arrival, cpus, ksoftirqd-nice, preset).</param>
-internal sealed record ComparisonResult(string Key, string A, string B, IReadOnlyList<RatioRow> Rows);
+internal sealed record ComparisonResult(string Key, string A, string B, IReadOnlyList<RatioRow> Rows)
+{
+    /// <summary>Runs of A that went into the figures (--repeat, fewer if interrupted).</summary>
+    public int RepeatsA { get; init; } = 1;
 
-/// <summary>One metric of one path under A and B; Ratio = B / A (null when A is 0).</summary>
-internal sealed record RatioRow(string Path, string Metric, double A, double B, double? Ratio);
+    /// <summary>Runs of B that went into the figures.</summary>
+    public int RepeatsB { get; init; } = 1;
+
+    /// <summary>Median over A's runs of the generator's achieved rate, events/s.</summary>
+    public double AchievedRateA { get; init; }
+
+    /// <summary>Median over B's runs of the generator's achieved rate, events/s.</summary>
+    public double AchievedRateB { get; init; }
+
+    /// <summary>Set when the achieved rates (medians) differ by more than 5%: the sides were offered different loads.</summary>
+    public string? OfferedLoadWarning { get; init; }
+}
+
+/// <summary>
+/// One metric of one path under A and B: A and B are the medians over each side's runs (with one run per
+/// side, that run's value); Ratio = B / A of the medians (null when A is 0).
+/// </summary>
+internal sealed record RatioRow(string Path, string Metric, double A, double B, double? Ratio)
+{
+    /// <summary>Smallest value over A's runs.</summary>
+    public double? AMin { get; init; }
+
+    /// <summary>Largest value over A's runs.</summary>
+    public double? AMax { get; init; }
+
+    /// <summary>Smallest value over B's runs.</summary>
+    public double? BMin { get; init; }
+
+    /// <summary>Largest value over B's runs.</summary>
+    public double? BMax { get; init; }
+}
